@@ -1,0 +1,20 @@
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/knn.smk"
+include: "rules/train.smk"
+include: "rules/cluster.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        all_tables(),
+    default_target: True

@@ -1,0 +1,132 @@
+"""Configuration: JSON-schema validation with defaults, plus cross-reference checks.
+
+:func:`validate_config` is called by the workflow before any job is scheduled; every problem
+is reported at once, each with the dotted path of the offending key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .methods import FAMILIES
+
+__all__ = ["ConfigError", "load_schema", "validate_config", "SCHEMA_PATH"]
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem with its key path."""
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _with_defaults(validator_class):
+    """A validator class that fills in ``default`` values of properties while validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _schema_errors(config: dict, schema: dict) -> list[str]:
+    # defaults are filled on the first pass; validate a second time so that a default
+    # (e.g. a dataset's `synthetic: {}`) is itself completed and checked
+    validator = _Validator(schema)
+    list(validator.iter_errors(config))
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    out = []
+    for err in errors:
+        leaves = [err]
+        if err.validator in ("allOf", "anyOf", "oneOf") and err.context:
+            leaves = err.context
+        for leaf in leaves:
+            path = list(err.absolute_path) + list(leaf.relative_path if leaf is not err else [])
+            msg = leaf.message
+            if leaf.validator == "additionalProperties":
+                msg = f"unknown key(s): {msg.split('(')[-1].rstrip(')')}"
+            out.append(f"{_key(path)}: {msg}")
+    return out
+
+
+def _reference_errors(config: dict) -> list[str]:
+    out = []
+    backends = config.get("knn_backends", {})
+    methods = config.get("methods", {})
+    datasets = config.get("datasets", {})
+    for name, m in methods.items():
+        if m.get("family") not in FAMILIES:
+            out.append(
+                f"methods.{name}.family: unknown method family {m.get('family')!r} "
+                f"(known: {', '.join(sorted(FAMILIES))})"
+            )
+        if m.get("knn_backend") not in backends:
+            out.append(
+                f"methods.{name}.knn_backend: {m.get('knn_backend')!r} is not a key of "
+                f"knn_backends ({', '.join(sorted(backends))})"
+            )
+    for name, d in datasets.items():
+        for i, m in enumerate(d.get("methods", [])):
+            if m not in methods:
+                out.append(
+                    f"datasets.{name}.methods[{i}]: unknown method {m!r} "
+                    f"(configured: {', '.join(sorted(methods))})"
+                )
+        train, tests = d.get("train_split"), d.get("test_splits", [])
+        if train in tests:
+            out.append(f"datasets.{name}.test_splits: contains the train split {train!r}")
+        n_parts = d.get("n_parts", 10)
+        for i, s in enumerate([train, *tests]):
+            if isinstance(s, str) and s[4:].isdigit() and int(s[4:]) >= n_parts:
+                out.append(f"datasets.{name}: split {s!r} needs more than n_parts={n_parts}")
+            elif i > 0 and s == "part0":
+                out.append(f"datasets.{name}.test_splits: part0 is the train part")
+    for i, d in enumerate(config.get("all", [])):
+        if d not in datasets:
+            out.append(f"all[{i}]: unknown dataset {d!r} (configured: {', '.join(datasets)})")
+    return out
+
+
+def validate_config(config: dict, schema: dict | str | Path | None = None) -> dict:
+    """Validate ``config`` in place (filling defaults) and return it.
+
+    Raises
+    ------
+    ConfigError
+        Listing every schema violation (unknown keys, wrong types, values out of range,
+        unknown method family) and every dangling reference (a dataset's method that is not
+        configured, a method's kNN backend that does not exist, ...), each with its key path.
+    """
+    if not isinstance(schema, dict):
+        schema = load_schema(schema or SCHEMA_PATH)
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    errors = _schema_errors(config, schema)
+    if not errors:
+        errors = _reference_errors(config)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    return config

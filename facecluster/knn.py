@@ -1,0 +1,146 @@
+"""k-nearest-neighbour search on L2-normalised features with faiss (cosine = inner product).
+
+One entry point, :func:`build_knn`, for every method: exact (``IndexFlatIP``), IVF
+(``IndexIVFFlat``) or HNSW (``IndexHNSWFlat``), queries in batches, faiss-gpu used
+automatically when the installed faiss sees a GPU (exact and IVF; HNSW is CPU-only in faiss).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from .io import InputError, Knn
+
+log = logging.getLogger(__name__)
+
+__all__ = ["INDEXES", "build_knn", "gpu_available", "brute_force_knn"]
+
+INDEXES = ("flat", "ivf", "hnsw")
+
+
+def _faiss():
+    import faiss  # imported lazily: heavy, and not needed by every caller
+
+    return faiss
+
+
+def gpu_available() -> bool:
+    """True when the installed faiss was built with GPU support and sees a GPU."""
+    faiss = _faiss()
+    get = getattr(faiss, "get_num_gpus", None)
+    return bool(get and get() > 0)
+
+
+def _make_index(features: np.ndarray, index: str, params: dict, seed: int, use_gpu: bool):
+    faiss = _faiss()
+    n, d = features.shape
+    if index == "flat":
+        idx = faiss.IndexFlatIP(d)
+    elif index == "ivf":
+        nlist = int(params.get("nlist") or max(1, min(65536, 4 * round(math.sqrt(n)))))
+        nlist = min(nlist, n)
+        quantizer = faiss.IndexFlatIP(d)
+        idx = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        idx.cp.seed = seed
+        n_train = min(n, int(params.get("train_per_list", 256)) * nlist)
+        rng = np.random.default_rng(seed)
+        sample = features[np.sort(rng.choice(n, size=n_train, replace=False))]
+        idx.train(sample)
+        idx.nprobe = min(int(params.get("nprobe", 16)), nlist)
+    elif index == "hnsw":
+        idx = faiss.IndexHNSWFlat(d, int(params.get("M", 32)), faiss.METRIC_INNER_PRODUCT)
+        idx.hnsw.efConstruction = int(params.get("ef_construction", 40))
+        idx.hnsw.efSearch = int(params.get("ef_search", 128))
+        use_gpu = False
+    else:
+        raise ValueError(f"unknown kNN index {index!r}; known: {', '.join(INDEXES)}")
+    if use_gpu:
+        log.info("faiss: using %d GPU(s)", faiss.get_num_gpus())
+        idx = faiss.index_cpu_to_all_gpus(idx)
+    idx.add(features)
+    return idx
+
+
+def _put_self_first(nbrs: np.ndarray, sims: np.ndarray, offset: int) -> None:
+    """Move each query's own index to column 0 where it is in its row (ties with duplicates)."""
+    rows = np.arange(nbrs.shape[0])
+    is_self = nbrs == (rows + offset)[:, None]
+    has = is_self.any(axis=1)
+    pos = is_self.argmax(axis=1)
+    fix = np.flatnonzero(has & (pos > 0))
+    for r in fix:  # rare: only exact duplicates tie with self
+        p = pos[r]
+        nbrs[r, 1 : p + 1] = nbrs[r, 0:p].copy()
+        s = sims[r, p]
+        sims[r, 1 : p + 1] = sims[r, 0:p].copy()
+        nbrs[r, 0] = r + offset
+        sims[r, 0] = s
+
+
+def build_knn(
+    features: np.ndarray,
+    k: int,
+    *,
+    index: str = "flat",
+    params: dict | None = None,
+    batch_size: int = 16384,
+    threads: int | None = None,
+    seed: int = 0,
+    use_gpu: bool | None = None,
+    source: str = "features",
+) -> Knn:
+    """k nearest neighbours of every row of ``features`` among all rows, by inner product.
+
+    Parameters
+    ----------
+    features : float32 array (N, D), L2-normalised, so inner product = cosine similarity.
+    k : neighbours per row, self included (1 <= k < N).
+    index : ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"``.
+    params : index parameters: ``nlist``, ``nprobe``, ``train_per_list`` (ivf);
+        ``M``, ``ef_construction``, ``ef_search`` (hnsw).
+    batch_size : query rows per faiss search call (bounds the result buffers).
+    threads : OpenMP threads for faiss; ``None`` keeps faiss' default.
+    seed : seeds IVF training sampling and clustering.
+    use_gpu : ``None`` = use faiss-gpu when available.
+    source : name of the feature file, for error messages.
+
+    Returns
+    -------
+    Knn with ``nbrs`` int32 (N, k), ``sims`` float32 (N, k), rows sorted by descending
+    similarity with self first where found; ``-1`` / ``-1.0`` pad rows with fewer results.
+    """
+    faiss = _faiss()
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    if features.ndim != 2:
+        raise InputError(f"{source}: features must be 2-D, got shape {features.shape}")
+    n = features.shape[0]
+    if not 1 <= k < n:
+        raise InputError(
+            f"{source}: k={k} must satisfy 1 <= k < N, the number of items (N={n})"
+        )
+    if threads:
+        faiss.omp_set_num_threads(int(threads))
+    if use_gpu is None:
+        use_gpu = gpu_available()
+    idx = _make_index(features, index, params or {}, seed, use_gpu)
+    nbrs = np.empty((n, k), dtype=np.int32)
+    sims = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        d, i = idx.search(features[start:stop], k)
+        missing = i < 0
+        d[missing] = -1.0
+        nbrs[start:stop] = i
+        sims[start:stop] = d
+        _put_self_first(nbrs[start:stop], sims[start:stop], start)
+    return Knn(nbrs, sims)
+
+
+def brute_force_knn(features: np.ndarray, k: int) -> Knn:
+    """Exact kNN with numpy (for tests and small data): O(N^2) memory."""
+    sims = features @ features.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return Knn(order.astype(np.int32), np.take_along_axis(sims, order, axis=1).astype(np.float32))

@@ -1,0 +1,341 @@
+"""File-level steps of the workflow: read inputs, call the array functions, write atomically.
+
+Each function is what one Snakemake rule does; ``workflow_scripts/`` only unpack the
+``snakemake`` object and call these, so every step can be run and tested without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import metrics as _metrics
+from .data.partition import partition_files
+from .data.synthetic import SyntheticSpec, generate_blocks
+from .graph import finalize_labels
+from .io import InputError, atomic_path, read_features, read_knn, read_labels, write_knn
+from .io import write_labels as _write_labels
+from .knn import build_knn
+from .methods import Context, get_family
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = [
+    "dataset",
+    "split",
+    "method",
+    "n_items",
+    "n_true_clusters",
+    "n_pred_clusters",
+    "pairwise_precision",
+    "pairwise_recall",
+    "pairwise_f",
+    "bcubed_precision",
+    "bcubed_recall",
+    "bcubed_f",
+    "nmi",
+    "seconds",
+    "peak_rss_mb",
+]
+
+#: metrics shown in the summary tables, with their printed names
+TABLE_METRICS = {"pairwise_f": "Pairwise F", "bcubed_f": "BCubed F", "nmi": "NMI"}
+
+
+def setup_logging(log_path: str | None = None) -> None:
+    """Log to ``log_path`` (the rule's ``log:``) or stderr, with timestamps."""
+    handler = logging.FileHandler(log_path, mode="w") if log_path else logging.StreamHandler()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
+        force=True,
+    )
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss`` is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _context(method_cfg: dict, backends: dict, *, seed: int, threads: int, device: str) -> Context:
+    return Context(
+        seed=int(seed),
+        threads=int(threads),
+        device=device,
+        knn_backend=dict(backends[method_cfg["knn_backend"]]),
+    )
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def synthesize(out_features: str, out_labels: str, spec: dict) -> dict:
+    """Generate the synthetic full set (``SyntheticSpec`` fields in ``spec``) to .bin/.meta."""
+    spec = SyntheticSpec(**spec)
+    labels = []
+    n = 0
+    with atomic_path(out_features) as tmp, open(tmp, "wb") as fh:
+        for feats, lab in generate_blocks(spec):
+            np.ascontiguousarray(feats, dtype="<f4").tofile(fh)
+            labels.append(lab)
+            n += lab.size
+    labels = np.concatenate(labels)
+    _write_labels(out_labels, labels)
+    info = {"n_items": n, "n_identities": int(np.unique(labels).size)}
+    log.info("synthesized %s", info)
+    return info
+
+
+def partition(
+    features: str,
+    labels: str,
+    out_features: Sequence[str],
+    out_labels: Sequence[str],
+    splits: Sequence[str],
+    *,
+    dim: int,
+    n_parts: int,
+    seed: int,
+) -> dict:
+    """Write the benchmark ``splits`` (``part0``, ``part1``, ...) of a labelled full set."""
+    counts = partition_files(
+        features,
+        labels,
+        dict(zip(splits, out_features, strict=True)),
+        dict(zip(splits, out_labels, strict=True)),
+        dim=dim,
+        n_parts=n_parts,
+        seed=seed,
+    )
+    log.info("partitioned %s: %s", features, counts)
+    return counts
+
+
+def load_split(features: str, labels: str | None, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features (N, dim) L2-normalised, and labels (N,) when a label file is given."""
+    lab = read_labels(labels) if labels else None
+    feats = read_features(
+        features, dim, None if lab is None else lab.size, labels_path=labels
+    )
+    return feats, lab
+
+
+# ---------------------------------------------------------------------------------------- kNN
+
+
+def knn(
+    features: str,
+    labels: str | None,
+    out: str,
+    *,
+    dim: int,
+    k: int,
+    backend: dict,
+    threads: int,
+    seed: int,
+) -> None:
+    """Build the kNN graph of one split with one backend and k, and write it as ``.npz``."""
+    feats, _ = load_split(features, labels, dim)
+    spec = dict(backend)
+    index = spec.pop("index", "flat")
+    batch_size = spec.pop("batch_size", 16384)
+    t0 = time.perf_counter()
+    graph = build_knn(
+        feats,
+        k,
+        index=index,
+        params=spec,
+        batch_size=batch_size,
+        threads=threads,
+        seed=seed,
+        source=str(features),
+    )
+    log.info("kNN %s k=%d of %d items: %.1f s", index, k, feats.shape[0], time.perf_counter() - t0)
+    write_knn(out, graph)
+
+
+# ------------------------------------------------------------------------------ train / cluster
+
+
+def train(
+    features: str,
+    labels: str,
+    knn_path: str,
+    out_model: str,
+    *,
+    method: str,
+    method_cfg: dict,
+    backends: dict,
+    dim: int,
+    seed: int,
+    threads: int,
+    device: str,
+) -> None:
+    """Train a supervised method on a labelled split; write its model with :func:`torch.save`."""
+    import torch
+
+    family = get_family(method_cfg["family"])
+    if not getattr(family, "SUPERVISED", False):
+        raise ValueError(f"method {method!r} (family {method_cfg['family']}) is not supervised")
+    feats, lab = load_split(features, labels, dim)
+    graph = read_knn(knn_path, feats.shape[0])
+    ctx = _context(method_cfg, backends, seed=seed, threads=threads, device=device)
+    model = family.train(feats, lab, graph, context=ctx, **method_cfg.get("train", {}))
+    model["method"] = method
+    with atomic_path(out_model) as tmp:
+        torch.save(model, tmp)
+
+
+def load_model(path: str) -> dict:
+    """A model file written by :func:`train` (a dict of tensors and plain values)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt files
+        raise InputError(f"{path}: corrupt or unreadable model file ({exc})") from exc
+
+
+def cluster(
+    features: str,
+    labels: str | None,
+    knn_path: str,
+    model_path: str | None,
+    out_labels: str,
+    out_run: str,
+    *,
+    method: str,
+    method_cfg: dict,
+    backends: dict,
+    dim: int,
+    seed: int,
+    threads: int,
+    device: str,
+) -> np.ndarray:
+    """Cluster one split with one method; write labels (text) and a run record (JSON).
+
+    The run record holds ``seconds`` (wall time of loading inputs and clustering, the
+    shared kNN graph excluded) and ``peak_rss_mb`` of the job.
+    """
+    t0 = time.perf_counter()
+    family = get_family(method_cfg["family"])
+    n_items = read_labels(labels).size if labels else None
+    feats = read_features(features, dim, n_items, labels_path=labels)
+    graph = read_knn(knn_path, feats.shape[0])
+    model = load_model(model_path) if model_path else None
+    ctx = _context(method_cfg, backends, seed=seed, threads=threads, device=device)
+    pred = family.cluster(feats, graph, context=ctx, model=model, **method_cfg.get("params", {}))
+    pred = finalize_labels(pred)
+    seconds = time.perf_counter() - t0
+    _write_labels(out_labels, pred)
+    record = {
+        "method": method,
+        "family": method_cfg["family"],
+        "params": method_cfg.get("params", {}),
+        "k": method_cfg["k"],
+        "knn_backend": method_cfg["knn_backend"],
+        "n_items": int(pred.size),
+        "n_clusters": int(pred.max()) + 1 if pred.size else 0,
+        "seconds": seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    with atomic_path(out_run) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    log.info("%s: %d clusters in %.1f s", method, record["n_clusters"], seconds)
+    return pred
+
+
+# ----------------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    gt_labels: str,
+    pred_labels: str,
+    run: str,
+    out: str,
+    *,
+    dataset: str,
+    split: str,
+    method: str,
+) -> dict:
+    """Score predicted labels against ground truth; write one row of :data:`METRIC_COLUMNS`."""
+    gt = read_labels(gt_labels)
+    pred = read_labels(pred_labels)
+    if gt.size != pred.size:
+        raise InputError(
+            f"{pred_labels}: {pred.size} predicted labels, but {gt_labels} has {gt.size}"
+        )
+    record = json.loads(Path(run).read_text())
+    row = {"dataset": dataset, "split": split, "method": method}
+    row.update(_metrics.evaluate(gt, pred))
+    row["seconds"] = record["seconds"]
+    row["peak_rss_mb"] = record["peak_rss_mb"]
+    with atomic_path(out) as tmp:
+        pd.DataFrame([row], columns=METRIC_COLUMNS).to_csv(tmp, sep="\t", index=False)
+    log.info("%s", row)
+    return row
+
+
+def read_cells(paths: Sequence[str]) -> pd.DataFrame:
+    """Concatenate metric rows written by :func:`evaluate`."""
+    frames = [pd.read_csv(p, sep="\t") for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_COLUMNS)
+
+
+def summary_table(cells: pd.DataFrame, methods: Sequence[str], splits: Sequence[str]) -> pd.DataFrame:
+    """Wide table: one row per method, one column per (metric, split), in percent."""
+    wide = cells.pivot(index="method", columns="split", values=list(TABLE_METRICS))
+    wide = wide.reindex(index=list(methods))
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([list(TABLE_METRICS), list(splits)]))
+    return wide * 100.0
+
+
+def table(
+    cells: Sequence[str],
+    out_tsv: str,
+    out_md: str,
+    *,
+    dataset: str,
+    methods: Sequence[str],
+    splits: Sequence[str],
+) -> pd.DataFrame:
+    """Write the dataset's summary table as TSV (``{metric}_{split}`` columns) and Markdown."""
+    wide = summary_table(read_cells(cells), methods, splits)
+    flat = wide.copy()
+    flat.columns = [f"{metric}_{split}" for metric, split in wide.columns]
+    with atomic_path(out_tsv) as tmp:
+        flat.round(2).to_csv(tmp, sep="\t", index_label="method")
+    lines = [f"# {dataset}", ""]
+    for metric, title in TABLE_METRICS.items():
+        lines += [f"## {title} (%)", ""]
+        lines.append("| method | " + " | ".join(splits) + " |")
+        lines.append("|---|" + "---:|" * len(splits))
+        for m in methods:
+            vals = [wide.loc[m, (metric, s)] for s in splits]
+            lines.append(f"| {m} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+        lines.append("")
+    with atomic_path(out_md) as tmp:
+        tmp.write_text("\n".join(lines))
+    return flat
+
+
+def run_logged(log_path: str | None, fn, /, *args, **kwargs):
+    """Set up logging to ``log_path``, run ``fn(*args, **kwargs)``, log any exception."""
+    setup_logging(log_path)
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        log.exception("%s failed", fn.__name__)
+        raise

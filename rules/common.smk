@@ -1,0 +1,112 @@
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from facecluster.config import validate_config
+from facecluster.methods import get_family
+
+
+validate_config(config, f"{workflow.basedir}/config/schema.yaml")
+
+DATASETS = config["datasets"]
+METHODS = config["methods"]
+BACKENDS = config["knn_backends"]
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    method="|".join(METHODS),
+    backend="|".join(BACKENDS),
+    split=r"part\d+",
+    k=r"\d+",
+
+
+def splits_of(dataset):
+    """Every split of a dataset: the train split first, then the test splits."""
+    d = DATASETS[dataset]
+    return [d["train_split"], *d["test_splits"]]
+
+
+def features_path(dataset, split):
+    return f"resources/{dataset}/features/{split}.bin"
+
+
+def labels_path(dataset, split):
+    return f"resources/{dataset}/labels/{split}.meta"
+
+
+def full_set(dataset):
+    """The labelled full set that the partition rule splits."""
+    d = DATASETS[dataset]
+    if d["source"] == "labelled":
+        return {"features": d["features"], "labels": d["labels"]}
+    return {
+        "features": f"resources/{dataset}/full/features.bin",
+        "labels": f"resources/{dataset}/full/labels.meta",
+    }
+
+
+def knn_path(dataset, split, method):
+    m = METHODS[method]
+    return f"results/{dataset}/{split}/knn/{m['knn_backend']}_k{m['k']}.npz"
+
+
+def is_supervised(method):
+    return bool(get_family(METHODS[method]["family"]).SUPERVISED)
+
+
+def cluster_inputs(wildcards):
+    inputs = {
+        "features": features_path(wildcards.dataset, wildcards.split),
+        "labels": labels_path(wildcards.dataset, wildcards.split),
+        "knn": knn_path(wildcards.dataset, wildcards.split, wildcards.method),
+    }
+    if is_supervised(wildcards.method):
+        inputs["model"] = f"results/{wildcards.dataset}/models/{wildcards.method}.pt"
+    return inputs
+
+
+def train_inputs(wildcards):
+    if not is_supervised(wildcards.method):
+        raise ValueError(f"method {wildcards.method!r} is unsupervised: nothing to train")
+    split = DATASETS[wildcards.dataset]["train_split"]
+    return {
+        "features": features_path(wildcards.dataset, split),
+        "labels": labels_path(wildcards.dataset, split),
+        "knn": knn_path(wildcards.dataset, split, wildcards.method),
+    }
+
+
+def dataset_cells(wildcards):
+    d = DATASETS[wildcards.dataset]
+    return expand(
+        "results/{dataset}/{split}/{method}.tsv",
+        dataset=wildcards.dataset,
+        split=d["test_splits"],
+        method=d["methods"],
+    )
+
+
+def all_tables():
+    return expand("results/tables/{dataset}.md", dataset=config["all"])
+
+
+# ---- resources, from input sizes; memory grows with the attempt so --retries escalates
+
+
+def mem_mb(factor, base=1000):
+    """mem_mb = (base + factor * input size) * attempt."""
+
+    def _mem(wildcards, input, attempt):
+        return int((base + factor * input.size_mb) * attempt)
+
+    return _mem
+
+
+def runtime_min(minutes_per_gb, base=10):
+    """runtime (minutes) = (base + minutes_per_gb * input size in GB) * attempt."""
+
+    def _runtime(wildcards, input, attempt):
+        return int((base + minutes_per_gb * input.size_mb / 1024) * attempt)
+
+    return _runtime

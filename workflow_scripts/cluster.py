@@ -1,0 +1,23 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from facecluster import tasks  # noqa: E402
+
+tasks.run_logged(
+    snakemake.log[0],
+    tasks.cluster,
+    snakemake.input.features,
+    snakemake.input.labels,
+    snakemake.input.knn,
+    snakemake.input.get("model"),
+    snakemake.output.labels,
+    snakemake.output.run,
+    method=snakemake.wildcards.method,
+    method_cfg=snakemake.params.method_cfg,
+    backends=snakemake.params.backends,
+    dim=snakemake.params.dim,
+    seed=snakemake.params.seed,
+    threads=snakemake.threads,
+    device=snakemake.params.device,
+)

@@ -1,0 +1,18 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from facecluster import tasks  # noqa: E402
+
+tasks.run_logged(
+    snakemake.log[0],
+    tasks.knn,
+    snakemake.input.features,
+    snakemake.input.labels,
+    snakemake.output[0],
+    dim=snakemake.params.dim,
+    k=int(snakemake.wildcards.k),
+    backend=snakemake.params.backend,
+    threads=snakemake.threads,
+    seed=snakemake.params.seed,
+)
