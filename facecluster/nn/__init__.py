@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,12 +38,16 @@ def to_torch_csr(a: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     """A scipy CSR matrix (float32) as a torch sparse CSR tensor on ``device``."""
     a = a.tocsr()
     index_dtype = torch.int32 if a.nnz < 2**31 - 1 and a.shape[0] < 2**31 - 1 else torch.int64
-    return torch.sparse_csr_tensor(
-        torch.from_numpy(a.indptr.astype(np.int64)).to(index_dtype),
-        torch.from_numpy(a.indices.astype(np.int64)).to(index_dtype),
-        torch.from_numpy(a.data.astype(np.float32)),
-        size=a.shape,
-    ).to(device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        t = torch.sparse_csr_tensor(
+            torch.from_numpy(a.indptr.astype(np.int64)).to(index_dtype),
+            torch.from_numpy(a.indices.astype(np.int64)).to(index_dtype),
+            torch.from_numpy(a.data.astype(np.float32)),
+            size=a.shape,
+            check_invariants=False,  # scipy's CSR is valid by construction
+        )
+    return t.to(device)
 
 
 def aggregate(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
