@@ -74,7 +74,7 @@ def test_confidence_to_peaks_matches_loop(rng):
 @pytest.fixture(scope="module")
 def gcnv_model(graph):
     feats, labels, knn = graph
-    return gcnv.train(feats, labels, knn, context=CTX, hidden=32, epochs=150, lr=0.1)
+    return gcnv.train(feats, labels, knn, context=CTX, hidden=32, epochs=400, lr=0.1)
 
 
 def test_gcnv_train_learns_training_confidence(graph, gcnv_model):
@@ -85,8 +85,8 @@ def test_gcnv_train_learns_training_confidence(graph, gcnv_model):
     assert hidden.shape == (feats.shape[0], 32)
     # better than the best constant prediction, and positively correlated
     mse = float(np.mean((conf - target) ** 2))
-    assert mse < 0.9 * float(np.var(target))
-    assert np.corrcoef(conf, target)[0, 1] > 0.15
+    assert mse < 0.8 * float(np.var(target))
+    assert np.corrcoef(conf, target)[0, 1] > 0.5
 
 
 def test_gcnv_cluster_and_determinism(graph, gcnv_model):
@@ -95,7 +95,7 @@ def test_gcnv_cluster_and_determinism(graph, gcnv_model):
     b = gcnv.cluster(feats, knn, context=CTX, model=gcnv_model, tau_0=0.5, tau=0.8)
     assert a.shape == labels.shape and a.min() >= 0
     np.testing.assert_array_equal(a, b)
-    again = gcnv.train(feats, labels, knn, context=CTX, hidden=32, epochs=150, lr=0.1)
+    again = gcnv.train(feats, labels, knn, context=CTX, hidden=32, epochs=400, lr=0.1)
     for key, value in gcnv_model["state_dict"].items():
         assert np.array_equal(value.numpy(), again["state_dict"][key].numpy()), key
 

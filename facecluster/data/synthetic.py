@@ -71,14 +71,18 @@ def _centres(spec: SyntheticSpec, n_ids: int, rng: np.random.Generator) -> np.nd
     return c / np.linalg.norm(c, axis=1, keepdims=True)
 
 
-def generate_blocks(
-    spec: SyntheticSpec, block_identities: int = 2048
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+#: identities generated per block (each block has its own seeded random stream, so this
+#: constant is part of the generator's definition: changing it changes the data)
+BLOCK_IDENTITIES = 2048
+
+
+def generate_blocks(spec: SyntheticSpec) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (features float32 (n, D), labels int64 (n,)) blocks covering every identity.
 
-    Identities are numbered 0..n_identities-1 and appear in order; the whole output depends
-    only on ``spec`` (including ``seed``), not on ``block_identities``' effect on memory.
+    Identities are numbered 0..n_identities-1 and appear in order; the output depends only
+    on ``spec`` (including ``seed``). Memory is bounded by one block of identities.
     """
+    block_identities = BLOCK_IDENTITIES
     root = np.random.SeedSequence(spec.seed)
     meta_rng, noise_seq = (np.random.default_rng(s) for s in root.spawn(2))
     n_ids = n_identities(spec)

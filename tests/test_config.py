@@ -1,0 +1,64 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from facecluster.config import ConfigError, load_schema, validate_config
+from facecluster.methods import FAMILIES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_gets_defaults(config):
+    out = validate_config(copy.deepcopy(config))
+    assert out["datasets"]["synth"]["synthetic"]["centre_rank"] == 5
+    assert out["methods"]["cdp"]["train"] == {}
+    assert out["knn_backends"]["flat"]["batch_size"] == 16384
+
+
+def test_schema_families_match_registry():
+    schema = load_schema()
+    assert set(schema["$defs"]["method"]["properties"]["family"]["enum"]) == set(FAMILIES)
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda c: c.update(sedd=1), "sedd"),
+        (lambda c: c.update(seed="x"), "seed"),
+        (lambda c: c["methods"]["gcnv"].update(family="nope"), "methods.gcnv.family"),
+        (lambda c: c["methods"]["gcnv"].update(k="80"), "methods.gcnv.k"),
+        (lambda c: c["methods"]["gcnv"]["params"].update(tau="high"), "methods.gcnv.params.tau"),
+        (lambda c: c["methods"]["cdp"]["params"].update(thresh=0.7), "methods.cdp.params"),
+        (lambda c: c["datasets"]["synth"].update(test_splits=["test"]), "test_splits[0]"),
+        (
+            lambda c: c["datasets"]["synth"]["synthetic"].update(scale=-1),
+            "datasets.synth.synthetic.scale",
+        ),
+        (lambda c: c["datasets"]["synth"].update(source="labelled"), "datasets.synth"),
+        (lambda c: c["datasets"]["synth"]["methods"].append("gcnd"), "datasets.synth.methods[2]"),
+        (lambda c: c["methods"]["cdp"].update(knn_backend="annoy"), "methods.cdp.knn_backend"),
+        (lambda c: c.update(all=["ms1m"]), "all[0]"),
+        (lambda c: c["datasets"]["synth"]["test_splits"].append("part0"), "test_splits"),
+        (lambda c: c["datasets"]["synth"]["test_splits"].append("part12"), "part12"),
+    ],
+)
+def test_bad_config_names_the_key(config, mutate, key):
+    mutate(config)
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert key in str(err.value)
+
+
+def test_all_errors_reported_at_once(config):
+    config["seed"] = "x"
+    config["device"] = "tpu"
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    assert "seed" in str(err.value) and "device" in str(err.value)
