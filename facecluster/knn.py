@@ -65,19 +65,19 @@ def _make_index(features: np.ndarray, index: str, params: dict, seed: int, use_g
 
 
 def _put_self_first(nbrs: np.ndarray, sims: np.ndarray, offset: int) -> None:
-    """Move each query's own index to column 0 where it is in its row (ties with duplicates)."""
+    """Move each query's own index to column 0 where it is in its row, in place.
+
+    Self can land behind exact duplicates, whose similarity BLAS may round a hair above
+    self's. Only the indices are rotated; the similarity column stays as it was, so rows
+    stay sorted (self's true similarity, 1, is the row's maximum anyway).
+    """
     rows = np.arange(nbrs.shape[0])
     is_self = nbrs == (rows + offset)[:, None]
-    has = is_self.any(axis=1)
     pos = is_self.argmax(axis=1)
-    fix = np.flatnonzero(has & (pos > 0))
-    for r in fix:  # rare: only exact duplicates tie with self
+    for r in np.flatnonzero(is_self.any(axis=1) & (pos > 0)):  # rare: duplicates only
         p = pos[r]
         nbrs[r, 1 : p + 1] = nbrs[r, 0:p].copy()
-        s = sims[r, p]
-        sims[r, 1 : p + 1] = sims[r, 0:p].copy()
         nbrs[r, 0] = r + offset
-        sims[r, 0] = s
 
 
 def build_knn(
