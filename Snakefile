@@ -15,6 +15,6 @@ include: "rules/evaluate.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_tables(),
-    default_target: True

@@ -118,9 +118,7 @@ def build_knn(
         raise InputError(f"{source}: features must be 2-D, got shape {features.shape}")
     n = features.shape[0]
     if not 1 <= k < n:
-        raise InputError(
-            f"{source}: k={k} must satisfy 1 <= k < N, the number of items (N={n})"
-        )
+        raise InputError(f"{source}: k={k} must satisfy 1 <= k < N, the number of items (N={n})")
     if threads:
         faiss.omp_set_num_threads(int(threads))
     if use_gpu is None:

@@ -124,9 +124,7 @@ def partition(
 def load_split(features: str, labels: str | None, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Features (N, dim) L2-normalised, and labels (N,) when a label file is given."""
     lab = read_labels(labels) if labels else None
-    feats = read_features(
-        features, dim, None if lab is None else lab.size, labels_path=labels
-    )
+    feats = read_features(features, dim, None if lab is None else lab.size, labels_path=labels)
     return feats, lab
 
 
@@ -294,7 +292,9 @@ def read_cells(paths: Sequence[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_COLUMNS)
 
 
-def summary_table(cells: pd.DataFrame, methods: Sequence[str], splits: Sequence[str]) -> pd.DataFrame:
+def summary_table(
+    cells: pd.DataFrame, methods: Sequence[str], splits: Sequence[str]
+) -> pd.DataFrame:
     """Wide table: one row per method, one column per (metric, split), in percent."""
     wide = cells.pivot(index="method", columns="split", values=list(TABLE_METRICS))
     wide = wide.reindex(index=list(methods))

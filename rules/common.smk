@@ -5,7 +5,6 @@ sys.path.insert(0, workflow.basedir)
 from facecluster.config import validate_config
 from facecluster.methods import get_family
 
-
 validate_config(config, f"{workflow.basedir}/config/schema.yaml")
 
 DATASETS = config["datasets"]
@@ -68,7 +67,9 @@ def cluster_inputs(wildcards):
 
 def train_inputs(wildcards):
     if not is_supervised(wildcards.method):
-        raise ValueError(f"method {wildcards.method!r} is unsupervised: nothing to train")
+        raise ValueError(
+            f"method {wildcards.method!r} is unsupervised: nothing to train"
+        )
     split = DATASETS[wildcards.dataset]["train_split"]
     return {
         "features": features_path(wildcards.dataset, split),

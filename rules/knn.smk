@@ -14,7 +14,10 @@ rule knn:
     resources:
         # features, plus nbrs/sims (N x k x 8 bytes: about 2 * k / D of the features' size)
         mem_mb=lambda wc, input, attempt: int(
-            (1000 + input.size_mb * (2.5 + 4 * int(wc.k) / DATASETS[wc.dataset]["dim"]))
+            (
+                1000
+                + input.size_mb * (2.5 + 4 * int(wc.k) / DATASETS[wc.dataset]["dim"])
+            )
             * attempt
         ),
         runtime=runtime_min(minutes_per_gb=30),

@@ -102,8 +102,7 @@ def partition_files(
                 if not np.isfinite(block).all():
                     bad = idx[start + np.flatnonzero(~np.isfinite(block).all(axis=1))]
                     raise InputError(
-                        f"{features_path}: rows contain NaN or Inf (first rows: "
-                        f"{bad[:5].tolist()})"
+                        f"{features_path}: rows contain NaN or Inf (first rows: {bad[:5].tolist()})"
                     )
                 block.tofile(fh)
         write_labels(out_labels[split], labels[idx])

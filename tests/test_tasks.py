@@ -1,0 +1,123 @@
+"""File-level steps: bad inputs give errors naming the file; outputs are written atomically."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from facecluster import tasks
+from facecluster.io import InputError, write_features, write_knn, write_labels
+from facecluster.knn import brute_force_knn
+
+BACKENDS = {"flat": {"index": "flat", "batch_size": 64}}
+CDP = {"family": "cdp", "k": 5, "knn_backend": "flat", "params": {"th": 0.5}, "train": {}}
+
+
+@pytest.fixture
+def split(tmp_path, small_synth):
+    feats, labels = small_synth
+    write_features(tmp_path / "f.bin", feats)
+    write_labels(tmp_path / "l.meta", labels)
+    return tmp_path, feats, labels
+
+
+def test_knn_task_k_too_large_names_file(split):
+    d, feats, _ = split
+    with pytest.raises(InputError, match=r"f\.bin.*k=5000"):
+        tasks.knn(
+            str(d / "f.bin"),
+            str(d / "l.meta"),
+            str(d / "k.npz"),
+            dim=32,
+            k=5000,
+            backend=BACKENDS["flat"],
+            threads=1,
+            seed=0,
+        )
+    assert not (d / "k.npz").exists()
+
+
+def test_knn_task_wrong_dimension_names_file(split):
+    d, *_ = split
+    with pytest.raises(InputError, match=r"f\.bin.*dim 256"):
+        tasks.knn(
+            str(d / "f.bin"),
+            str(d / "l.meta"),
+            str(d / "k.npz"),
+            dim=256,
+            k=5,
+            backend=BACKENDS["flat"],
+            threads=1,
+            seed=0,
+        )
+
+
+def test_cluster_and_evaluate(split):
+    d, feats, labels = split
+    write_knn(d / "k.npz", brute_force_knn(feats, 5))
+    kw = dict(method="cdp", method_cfg=CDP, backends=BACKENDS, dim=32, seed=0, threads=1)
+    pred = tasks.cluster(
+        str(d / "f.bin"), str(d / "l.meta"), str(d / "k.npz"), None,
+        str(d / "p.labels"), str(d / "run.json"), device="cpu", **kw,
+    )  # fmt: skip
+    assert pred.min() == 0 and pred.size == labels.size
+    run = json.loads((d / "run.json").read_text())
+    assert run["seconds"] > 0 and run["peak_rss_mb"] > 0 and run["method"] == "cdp"
+    row = tasks.evaluate(
+        str(d / "l.meta"), str(d / "p.labels"), str(d / "run.json"), str(d / "m.tsv"),
+        dataset="x", split="part1", method="cdp",
+    )  # fmt: skip
+    table = pd.read_csv(d / "m.tsv", sep="\t")
+    assert list(table.columns) == tasks.METRIC_COLUMNS
+    assert table.loc[0, "pairwise_f"] == pytest.approx(row["pairwise_f"])
+
+
+def test_cluster_rejects_knn_of_other_split(split):
+    d, feats, _ = split
+    write_knn(d / "k.npz", brute_force_knn(feats[:100], 5))
+    with pytest.raises(InputError, match=r"k\.npz.*100 rows"):
+        tasks.cluster(
+            str(d / "f.bin"), str(d / "l.meta"), str(d / "k.npz"), None,
+            str(d / "p.labels"), str(d / "run.json"),
+            method="cdp", method_cfg=CDP, backends=BACKENDS, dim=32, seed=0, threads=1,
+            device="cpu",
+        )  # fmt: skip
+    assert not (d / "p.labels").exists()
+
+
+def test_corrupt_model_names_file(tmp_path):
+    (tmp_path / "m.pt").write_bytes(b"not a model")
+    with pytest.raises(InputError, match=r"m\.pt"):
+        tasks.load_model(str(tmp_path / "m.pt"))
+
+
+def test_evaluate_length_mismatch_names_files(tmp_path):
+    write_labels(tmp_path / "gt.meta", np.arange(10))
+    write_labels(tmp_path / "p.labels", np.arange(9))
+    (tmp_path / "run.json").write_text('{"seconds": 1, "peak_rss_mb": 1}')
+    with pytest.raises(InputError, match=r"p\.labels.*9.*gt\.meta.*10"):
+        tasks.evaluate(
+            str(tmp_path / "gt.meta"), str(tmp_path / "p.labels"), str(tmp_path / "run.json"),
+            str(tmp_path / "m.tsv"), dataset="x", split="part1", method="cdp",
+        )  # fmt: skip
+    assert not (tmp_path / "m.tsv").exists()
+
+
+def test_table(tmp_path):
+    cells = []
+    for m in ("gcnv", "cdp"):
+        for s in ("part1", "part3"):
+            row = {c: 0.5 for c in tasks.METRIC_COLUMNS}
+            row.update(dataset="x", split=s, method=m, pairwise_f=0.8 if m == "cdp" else 0.9)
+            p = tmp_path / f"{m}_{s}.tsv"
+            pd.DataFrame([row]).to_csv(p, sep="\t", index=False)
+            cells.append(str(p))
+    flat = tasks.table(
+        cells, str(tmp_path / "t.tsv"), str(tmp_path / "t.md"),
+        dataset="x", methods=["gcnv", "cdp"], splits=["part1", "part3"],
+    )  # fmt: skip
+    assert list(flat.index) == ["gcnv", "cdp"]
+    assert flat.loc["cdp", "pairwise_f_part3"] == pytest.approx(80.0)
+    md = (tmp_path / "t.md").read_text()
+    assert "| gcnv | 90.00 | 90.00 |" in md and "## NMI (%)" in md
