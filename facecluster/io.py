@@ -95,19 +95,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def l2_normalize(x: np.ndarray, *, source: str = "features") -> np.ndarray:
+def l2_normalize(
+    x: np.ndarray, *, source: str = "features", chunk_rows: int = 1 << 18
+) -> np.ndarray:
     """Divide each row of ``x`` (N, D) by its Euclidean norm, in place; return ``x``.
 
-    Raises :class:`InputError` naming ``source`` if a row has zero norm.
+    Norms are computed in float64 (row chunks bound the extra memory), so large finite
+    values do not overflow. Raises :class:`InputError` naming ``source`` if a row has zero
+    norm.
     """
-    norms = np.linalg.norm(x, axis=1)
-    bad = np.flatnonzero(norms == 0)
-    if bad.size:
-        raise InputError(
-            f"{source}: {bad.size} row(s) have zero norm and cannot be L2-normalised "
-            f"(first rows: {bad[:5].tolist()})"
-        )
-    x /= norms[:, None]
+    for start in range(0, x.shape[0], chunk_rows):
+        block = x[start : start + chunk_rows]
+        norms = np.linalg.norm(block.astype(np.float64), axis=1)
+        bad = np.flatnonzero(norms == 0)
+        if bad.size:
+            raise InputError(
+                f"{source}: row(s) with zero norm cannot be L2-normalised "
+                f"(first rows: {(start + bad[:5]).tolist()})"
+            )
+        block /= norms[:, None]
     return x
 
 
@@ -192,8 +198,8 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
         frame = pd.read_csv(
             path, header=None, names=["label"], dtype=np.int64, engine="c", skip_blank_lines=False
         )
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"{path}: not one integer per line ({exc})") from exc
+    except (ValueError, OverflowError, pd.errors.ParserError) as exc:
+        raise InputError(f"{path}: not one 64-bit integer per line ({exc})") from exc
     return frame["label"].to_numpy(dtype=np.int64)
 
 
@@ -245,6 +251,15 @@ def _from_learn_to_cluster(data: np.ndarray, path: Path) -> Knn:
     return Knn(np.ascontiguousarray(nbrs), np.ascontiguousarray(sims))
 
 
+def _index_array(raw: np.ndarray, path: Path) -> np.ndarray:
+    """Neighbour indices as int32, checked before the cast so nothing wraps around."""
+    if not np.issubdtype(raw.dtype, np.integer):
+        raise InputError(f"{path}: 'nbrs' must hold integers, got {raw.dtype}")
+    if raw.size and (raw.min() < -1 or raw.max() >= np.iinfo(np.int32).max):
+        raise InputError(f"{path}: neighbour indices outside [-1, 2**31 - 1)")
+    return raw.astype(np.int32)
+
+
 def read_knn(path: str | os.PathLike, n_items: int | None = None) -> Knn:
     """Read a kNN ``.npz`` (ours, or learn-to-cluster's ``faiss_k_*.npz``) and validate it.
 
@@ -252,17 +267,27 @@ def read_knn(path: str | os.PathLike, n_items: int | None = None) -> Knn:
     ----------
     path : the ``.npz`` file.
     n_items : the number of feature rows it must describe; ``None`` skips that check.
+
+    Only learn-to-cluster's ``data`` array may be an object array (its hnsw files, rows of
+    varying length); it is the one case read with pickle enabled.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: kNN file not found")
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: corrupt or unreadable kNN file (not an .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
             if {"nbrs", "sims"} <= keys:
-                knn = Knn(npz["nbrs"].astype(np.int32), npz["sims"].astype(np.float32))
+                knn = Knn(_index_array(npz["nbrs"], path), npz["sims"].astype(np.float32))
             elif "data" in keys:
-                knn = _from_learn_to_cluster(npz["data"], path)
+                try:
+                    data = npz["data"]
+                except ValueError:  # an object array: learn-to-cluster's hnsw rows
+                    with np.load(path, allow_pickle=True) as npz_objects:
+                        data = npz_objects["data"]
+                knn = _from_learn_to_cluster(data, path)
             else:
                 raise InputError(
                     f"{path}: expected arrays 'nbrs' and 'sims' (or learn-to-cluster's 'data'), "
@@ -270,13 +295,7 @@ def read_knn(path: str | os.PathLike, n_items: int | None = None) -> Knn:
                 )
     except InputError:
         raise
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):  # learn-to-cluster hnsw files are object arrays
-            with np.load(path, allow_pickle=True) as npz:
-                knn = _from_learn_to_cluster(npz["data"], path)
-        else:
-            raise InputError(f"{path}: corrupt or unreadable kNN file ({exc})") from exc
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except Exception as exc:  # zlib, zipfile, pickle and numpy raise many types here
         raise InputError(f"{path}: corrupt or unreadable kNN file ({exc})") from exc
     _validate_knn(knn, path, n_items)
     return knn
