@@ -87,6 +87,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    # mkstemp creates 0600; give the result the permissions of an ordinary new file
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -313,3 +317,9 @@ def _validate_knn(knn: Knn, path: Path, n_items: int | None) -> None:
         raise InputError(f"{path}: neighbour indices outside [-1, {n - 1}]")
     if not np.all(np.isfinite(knn.sims)):
         raise InputError(f"{path}: similarities contain NaN or Inf")
+    unsorted = np.flatnonzero((np.diff(knn.sims, axis=1) > 1e-5).any(axis=1))
+    if unsorted.size:
+        raise InputError(
+            f"{path}: rows not sorted by descending similarity (first rows: "
+            f"{unsorted[:5].tolist()})"
+        )

@@ -119,21 +119,25 @@ def build_knn(
     n = features.shape[0]
     if not 1 <= k < n:
         raise InputError(f"{source}: k={k} must satisfy 1 <= k < N, the number of items (N={n})")
-    if threads:
-        faiss.omp_set_num_threads(int(threads))
     if use_gpu is None:
         use_gpu = gpu_available()
-    idx = _make_index(features, index, params or {}, seed, use_gpu)
-    nbrs = np.empty((n, k), dtype=np.int32)
-    sims = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
-        d, i = idx.search(features[start:stop], k)
-        missing = i < 0
-        d[missing] = -1.0
-        nbrs[start:stop] = i
-        sims[start:stop] = d
-        _put_self_first(nbrs[start:stop], sims[start:stop], start)
+    saved_threads = faiss.omp_get_max_threads()
+    if threads:
+        faiss.omp_set_num_threads(int(threads))
+    try:
+        idx = _make_index(features, index, params or {}, seed, use_gpu)
+        nbrs = np.empty((n, k), dtype=np.int32)
+        sims = np.empty((n, k), dtype=np.float32)
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            d, i = idx.search(features[start:stop], k)
+            missing = i < 0
+            d[missing] = -1.0
+            nbrs[start:stop] = i
+            sims[start:stop] = d
+            _put_self_first(nbrs[start:stop], sims[start:stop], start)
+    finally:
+        faiss.omp_set_num_threads(saved_threads)
     return Knn(nbrs, sims)
 
 

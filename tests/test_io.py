@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -442,3 +443,22 @@ def test_labels_overflowing_int64(tmp_path):
     path.write_text("1\n99999999999999999999\n")
     with pytest.raises(InputError, match=_names(path)):
         read_labels(path)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    path = tmp_path / "labels.meta"
+    write_labels(path, np.arange(3))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_knn_unsorted_rows_rejected(tmp_path):
+    path = tmp_path / "knn.npz"
+    np.savez(
+        path,
+        nbrs=np.array([[0, 1], [1, 0]], np.int32),
+        sims=np.array([[0.5, 1.0], [1.0, 0.5]], np.float32),
+    )
+    with pytest.raises(InputError, match=_names(path) + ".*not sorted"):
+        read_knn(path)
