@@ -17,7 +17,7 @@ def config():
 
 def test_default_config_is_valid_and_gets_defaults(config):
     out = validate_config(copy.deepcopy(config))
-    assert out["datasets"]["synth"]["synthetic"]["centre_rank"] == 5
+    assert out["datasets"]["synth"]["synthetic"]["centre_rank"] == 12
     assert out["methods"]["cdp"]["train"] == {}
     assert out["knn_backends"]["flat"]["batch_size"] == 16384
 
@@ -62,3 +62,16 @@ def test_all_errors_reported_at_once(config):
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     assert "seed" in str(err.value) and "device" in str(err.value)
+
+
+def test_schema_synthetic_defaults_match_generator():
+    import dataclasses
+
+    from facecluster.data.synthetic import SyntheticSpec
+
+    schema = load_schema()["$defs"]["synthetic"]["properties"]
+    spec = {f.name: f.default for f in dataclasses.fields(SyntheticSpec)}
+    for key, sub in schema.items():
+        assert spec[key] == sub["default"], key
+    # everything but the dimension and the seed (set from the dataset and `seed`) is a key
+    assert set(spec) - set(schema) == {"dim", "seed"}
