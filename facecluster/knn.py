@@ -16,7 +16,7 @@ from .io import InputError, Knn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INDEXES", "build_knn", "gpu_available", "brute_force_knn"]
+__all__ = ["INDEXES", "build_knn", "build_knn_from_spec", "gpu_available", "brute_force_knn"]
 
 INDEXES = ("flat", "ivf", "hnsw")
 
@@ -139,6 +139,18 @@ def build_knn(
     finally:
         faiss.omp_set_num_threads(saved_threads)
     return Knn(nbrs, sims)
+
+
+def build_knn_from_spec(features: np.ndarray, k: int, spec: dict, **kwargs) -> Knn:
+    """:func:`build_knn` with a backend spec of the config (``knn_backends.<name>``).
+
+    ``spec`` holds ``index``, optionally ``batch_size``, and the index parameters; other
+    keyword arguments (``threads``, ``seed``, ``source``...) go to :func:`build_knn`.
+    """
+    params = dict(spec)
+    index = params.pop("index", "flat")
+    batch_size = params.pop("batch_size", 16384)
+    return build_knn(features, k, index=index, params=params, batch_size=batch_size, **kwargs)
 
 
 def brute_force_knn(features: np.ndarray, k: int) -> Knn:

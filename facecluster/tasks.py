@@ -24,7 +24,7 @@ from .data.synthetic import SyntheticSpec, generate_blocks
 from .graph import finalize_labels
 from .io import InputError, atomic_path, read_features, read_knn, read_labels, write_knn
 from .io import write_labels as _write_labels
-from .knn import build_knn
+from .knn import build_knn_from_spec
 from .methods import Context, get_family
 
 log = logging.getLogger(__name__)
@@ -144,21 +144,15 @@ def knn(
 ) -> None:
     """Build the kNN graph of one split with one backend and k, and write it as ``.npz``."""
     feats, _ = load_split(features, labels, dim)
-    spec = dict(backend)
-    index = spec.pop("index", "flat")
-    batch_size = spec.pop("batch_size", 16384)
     t0 = time.perf_counter()
-    graph = build_knn(
-        feats,
+    graph = build_knn_from_spec(feats, k, backend, threads=threads, seed=seed, source=str(features))
+    log.info(
+        "kNN %s k=%d of %d items: %.1f s",
+        backend["index"],
         k,
-        index=index,
-        params=spec,
-        batch_size=batch_size,
-        threads=threads,
-        seed=seed,
-        source=str(features),
+        feats.shape[0],
+        time.perf_counter() - t0,
     )
-    log.info("kNN %s k=%d of %d items: %.1f s", index, k, feats.shape[0], time.perf_counter() - t0)
     write_knn(out, graph)
 
 

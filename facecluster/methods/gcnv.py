@@ -30,7 +30,7 @@ from torch import nn
 
 from ..graph import components, symmetric_normalized_adjacency
 from ..io import Knn
-from ..knn import build_knn
+from ..knn import build_knn_from_spec
 from ..nn import GraphConv, resolve_device, seed_everything, to_torch_csr
 
 log = logging.getLogger(__name__)
@@ -245,15 +245,10 @@ def cluster(
         return labels
     # ReLU can zero a whole row: keep such rows at zero instead of dividing by 0
     hidden /= np.maximum(np.linalg.norm(hidden, axis=1, keepdims=True), 1e-12)
-    backend = dict(context.knn_backend)
-    index = backend.pop("index", "flat")
-    batch_size = backend.pop("batch_size", 16384)
-    gknn = build_knn(
+    gknn = build_knn_from_spec(
         hidden,
         knn.k,
-        index=index,
-        params=backend,
-        batch_size=batch_size,
+        context.knn_backend,
         threads=context.threads,
         seed=context.seed,
         source="gcnv hidden features",
