@@ -26,17 +26,31 @@ def splits_of(dataset):
     return [d["train_split"], *d["test_splits"]]
 
 
+def split_stem(dataset, split):
+    """File stem of a split in a learn-to-cluster data_dir (part0 -> part0_train, ...)."""
+    names = DATASETS[dataset].get("split_names", {})
+    return names.get(split, f"{split}_train" if split == "part0" else f"{split}_test")
+
+
 def features_path(dataset, split):
+    d = DATASETS[dataset]
+    if d["source"] == "data_dir":
+        return f"{d['data_dir']}/features/{split_stem(dataset, split)}.bin"
     return f"resources/{dataset}/features/{split}.bin"
 
 
 def labels_path(dataset, split):
+    d = DATASETS[dataset]
+    if d["source"] == "data_dir":
+        return f"{d['data_dir']}/labels/{split_stem(dataset, split)}.meta"
     return f"resources/{dataset}/labels/{split}.meta"
 
 
 def full_set(dataset):
     """The labelled full set that the partition rule splits."""
     d = DATASETS[dataset]
+    if d["source"] == "data_dir":
+        raise ValueError(f"dataset {dataset!r} reads its splits from {d['data_dir']}")
     if d["source"] == "labelled":
         return {"features": d["features"], "labels": d["labels"]}
     return {

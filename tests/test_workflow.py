@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from facecluster.tasks import METRIC_COLUMNS
 
@@ -94,3 +96,34 @@ def test_lint_is_clean():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "good condition" in proc.stdout + proc.stderr
+
+
+def test_data_dir_dataset_skips_generation(tmp_path):
+    """A learn-to-cluster data/ folder is used as it is: no synthesize, no partition."""
+    from facecluster.data.synthetic import SyntheticSpec, generate
+    from facecluster.io import write_features, write_labels
+
+    feats, labels = generate(SyntheticSpec(scale=0.002, seed=5))
+    data = tmp_path / "l2c_data"
+    half = labels < np.median(labels)
+    for stem, rows in (("part0_train", half), ("part1_test", ~half)):
+        write_features(data / "features" / f"{stem}.bin", feats[rows])
+        write_labels(data / "labels" / f"{stem}.meta", labels[rows])
+    config = yaml.safe_load(TINY.read_text())
+    config["all"] = ["mine"]
+    config["datasets"]["mine"] = {
+        "source": "data_dir",
+        "data_dir": str(data),
+        "test_splits": ["part1"],
+        "methods": ["cdp", "gcnv"],
+    }
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    dry = snakemake("--configfile", str(cfg), "-n", cwd=work)
+    jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
+    assert jobs == {"knn", "train", "cluster", "evaluate", "table", "all"}
+    snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
+    table = pd.read_csv(work / "results" / "tables" / "mine.tsv", sep="\t", index_col="method")
+    assert table.loc["cdp", "pairwise_f_part1"] > 0
+    assert not (work / "resources").exists()
