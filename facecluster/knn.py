@@ -64,7 +64,7 @@ def _make_index(features: np.ndarray, index: str, params: dict, seed: int, use_g
     return idx
 
 
-def _put_self_first(nbrs: np.ndarray, sims: np.ndarray, offset: int) -> None:
+def _put_self_first(nbrs: np.ndarray, offset: int) -> None:
     """Move each query's own index to column 0 where it is in its row, in place.
 
     Self can land behind exact duplicates, whose similarity BLAS may round a hair above
@@ -135,7 +135,7 @@ def build_knn(
             d[missing] = -1.0
             nbrs[start:stop] = i
             sims[start:stop] = d
-            _put_self_first(nbrs[start:stop], sims[start:stop], start)
+            _put_self_first(nbrs[start:stop], start)
     finally:
         faiss.omp_set_num_threads(saved_threads)
     return Knn(nbrs, sims)

@@ -20,30 +20,26 @@ wildcard_constraints:
     k=r"\d+",
 
 
-def splits_of(dataset):
-    """Every split of a dataset: the train split first, then the test splits."""
-    d = DATASETS[dataset]
-    return [d["train_split"], *d["test_splits"]]
-
-
 def split_stem(dataset, split):
     """File stem of a split in a learn-to-cluster data_dir (part0 -> part0_train, ...)."""
     names = DATASETS[dataset].get("split_names", {})
     return names.get(split, f"{split}_train" if split == "part0" else f"{split}_test")
 
 
-def features_path(dataset, split):
+def split_file(dataset, split, folder, ext):
+    """A split's file: under the dataset's data_dir if it has one, else under resources/."""
     d = DATASETS[dataset]
     if d["source"] == "data_dir":
-        return f"{d['data_dir']}/features/{split_stem(dataset, split)}.bin"
-    return f"resources/{dataset}/features/{split}.bin"
+        return f"{d['data_dir']}/{folder}/{split_stem(dataset, split)}.{ext}"
+    return f"resources/{dataset}/{folder}/{split}.{ext}"
+
+
+def features_path(dataset, split):
+    return split_file(dataset, split, "features", "bin")
 
 
 def labels_path(dataset, split):
-    d = DATASETS[dataset]
-    if d["source"] == "data_dir":
-        return f"{d['data_dir']}/labels/{split_stem(dataset, split)}.meta"
-    return f"resources/{dataset}/labels/{split}.meta"
+    return split_file(dataset, split, "labels", "meta")
 
 
 def full_set(dataset):
