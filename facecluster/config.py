@@ -98,12 +98,24 @@ def _reference_errors(config: dict) -> list[str]:
         train, tests = d.get("train_split"), d.get("test_splits", [])
         if train in tests:
             out.append(f"datasets.{name}.test_splits: contains the train split {train!r}")
-        n_parts = d.get("n_parts", 10)
-        for i, s in enumerate([train, *tests]):
-            if isinstance(s, str) and s[4:].isdigit() and int(s[4:]) >= n_parts:
-                out.append(f"datasets.{name}: split {s!r} needs more than n_parts={n_parts}")
-            elif i > 0 and s == "part0":
-                out.append(f"datasets.{name}.test_splits: part0 is the train part")
+        if d.get("source") in ("synthetic", "labelled"):
+            n_parts = d.get("n_parts", 10)
+            keys = ["train_split", *(f"test_splits[{i}]" for i in range(len(tests)))]
+            for i, (key, s) in enumerate(zip(keys, [train, *tests], strict=True)):
+                if not (isinstance(s, str) and s.startswith("part") and s[4:].isdigit()):
+                    out.append(f"datasets.{name}.{key}: {s!r} is not a part (part0, part1, ...)")
+                elif int(s[4:]) >= n_parts:
+                    out.append(f"datasets.{name}.{key}: {s!r} needs more than n_parts={n_parts}")
+                elif i > 0 and s == "part0":
+                    out.append(f"datasets.{name}.{key}: part0 is the train part")
+        if d.get("source") == "download":
+            held = {s for a in d.get("archives", {}).values() for s in a.get("splits", [])}
+            for i, s in enumerate(tests):
+                if s not in held:
+                    out.append(
+                        f"datasets.{name}.test_splits[{i}]: no archive holds split {s!r} "
+                        f"(archives hold: {', '.join(sorted(held))})"
+                    )
     for i, d in enumerate(config.get("all", [])):
         if d not in datasets:
             out.append(f"all[{i}]: unknown dataset {d!r} (configured: {', '.join(datasets)})")

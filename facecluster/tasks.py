@@ -6,10 +6,13 @@ Each function is what one Snakemake rule does; ``workflow_scripts/`` only unpack
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import platform
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -19,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as _metrics
+from .data.download import extract as extract_archive
+from .data.download import fetch
 from .data.partition import partition_files
 from .data.synthetic import SyntheticSpec, generate_blocks
 from .graph import finalize_labels
@@ -121,6 +126,68 @@ def partition(
     return counts
 
 
+def _with_k(graph, k: int, path: str):
+    """``graph`` cut to its ``k`` nearest neighbours (a reused, larger kNN file)."""
+    if graph.k < k:
+        raise InputError(f"{path}: kNN graph has k={graph.k}, the method needs k={k}")
+    return graph.truncate(k) if graph.k > k else graph
+
+
+def download(
+    out: str,
+    *,
+    gdrive: str | None = None,
+    urls: Sequence[str] = (),
+    md5: str | None = None,
+    mirrors: Sequence[str] = (),
+    retries: int = 3,
+) -> None:
+    """Download one dataset archive to ``out`` (resumed, md5-verified, atomic)."""
+    fetch(out, gdrive=gdrive, urls=urls, md5=md5, mirrors=mirrors, retries=retries)
+    log.info("downloaded %s (%.1f MB)", out, os.path.getsize(out) / 1e6)
+
+
+def extract(archive: str, out_dir: str, *, files: dict, optional: Sequence[str] = ()) -> None:
+    """Extract the wanted learn-to-cluster ``files`` (path -> md5 or None) of ``archive``.
+
+    Files go to ``<out_dir>.tmp`` first; the folder is renamed to ``out_dir`` only when every
+    required file is there and verified.
+    """
+    out, tmp = Path(out_dir), Path(f"{out_dir}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        found = extract_archive(archive, tmp, files, optional=optional)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    log.info("extracted %d files of %s into %s", len(found), archive, out)
+
+
+def place_split(
+    features: str, labels: str, out_features: str, out_labels: str, *, dim: int
+) -> dict:
+    """Check a ready-made split (lengths, dimension, finite values) and put it in place.
+
+    The files are hard-linked (no extra disk) where the filesystem allows it, else copied;
+    the outputs appear atomically.
+    """
+    lab = read_labels(labels)
+    read_features(features, dim, lab.size, labels_path=labels)
+    for src, dst in ((features, out_features), (labels, out_labels)):
+        with atomic_path(dst) as tmp:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+            except OSError:  # another filesystem, or links not supported
+                shutil.copyfile(src, tmp)
+    info = {"n_items": int(lab.size), "n_identities": int(np.unique(lab).size)}
+    log.info("split %s: %s", features, info)
+    return info
+
+
 def load_split(features: str, labels: str | None, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Features (N, dim) L2-normalised, and labels (N,) when a label file is given."""
     lab = read_labels(labels) if labels else None
@@ -180,12 +247,16 @@ def train(
     if not getattr(family, "SUPERVISED", False):
         raise ValueError(f"method {method!r} (family {method_cfg['family']}) is not supervised")
     feats, lab = load_split(features, labels, dim)
-    graph = read_knn(knn_path, feats.shape[0])
+    graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
     ctx = _context(method_cfg, backends, seed=seed, threads=threads, device=device)
     model = family.train(feats, lab, graph, context=ctx, **method_cfg.get("train", {}))
     model["method"] = method
+    # through a buffer: torch.save names the zip's root folder after the file, and the
+    # temporary file's random name would make two identical models differ in bytes
+    buf = io.BytesIO()
+    torch.save(model, buf)
     with atomic_path(out_model) as tmp:
-        torch.save(model, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 def load_model(path: str) -> dict:
@@ -223,7 +294,7 @@ def cluster(
     family = get_family(method_cfg["family"])
     n_items = read_labels(labels).size if labels else None
     feats = read_features(features, dim, n_items, labels_path=labels)
-    graph = read_knn(knn_path, feats.shape[0])
+    graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
     model = load_model(model_path) if model_path else None
     ctx = _context(method_cfg, backends, seed=seed, threads=threads, device=device)
     pred = family.cluster(feats, graph, context=ctx, model=model, **method_cfg.get("params", {}))

@@ -12,8 +12,13 @@ rule cluster:
         "../envs/torch.yaml"
     threads: 16
     resources:
-        mem_mb=mem_mb(factor=8, base=2000),
-        runtime=runtime_min(minutes_per_gb=60, base=15),
+        mem_mb=lambda wc, threads, attempt: method_resources(
+            wc.dataset, wc.split, wc.method, threads, attempt, train=False
+        )["mem_mb"],
+        runtime=lambda wc, threads, attempt: method_resources(
+            wc.dataset, wc.split, wc.method, threads, attempt, train=False
+        )["runtime"],
+        gpu=lambda wc: int(family_of(wc.method).GPU),
     params:
         method_cfg=lambda wc: METHODS[wc.method],
         backends=BACKENDS,

@@ -1,3 +1,44 @@
+# Downloaded datasets: each archive is fetched once (resumed, md5-checked) and the files of
+# the splits it provides are extracted into a folder in learn-to-cluster's layout.
+rule download:
+    output:
+        "resources/{dataset}/archives/{archive}.tar.gz",
+    log:
+        "results/logs/download/{dataset}/{archive}.log",
+    benchmark:
+        "results/benchmarks/download/{dataset}/{archive}.tsv"
+    retries: 2
+    conda:
+        "../envs/eval.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 240 * attempt,
+    params:
+        source=lambda wc: DATASETS[wc.dataset]["archives"][wc.archive],
+    script:
+        "../workflow_scripts/download.py"
+
+
+rule extract:
+    input:
+        "resources/{dataset}/archives/{archive}.tar.gz",
+    output:
+        directory("resources/{dataset}/archives/{archive}"),
+    log:
+        "results/logs/extract/{dataset}/{archive}.log",
+    benchmark:
+        "results/benchmarks/extract/{dataset}/{archive}.tsv"
+    conda:
+        "../envs/eval.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        files=lambda wc: archive_files(wc.dataset, wc.archive),
+    script:
+        "../workflow_scripts/extract.py"
+
+
 rule synthesize:
     output:
         features="resources/{dataset}/full/features.bin",
@@ -21,11 +62,13 @@ rule synthesize:
         "../workflow_scripts/synthesize.py"
 
 
-# One job per split: each re-derives the seeded identity shuffle from the full label file
-# and copies its own rows, so splits are written in parallel and identically every time.
+# One job per split. A full set (synthetic or labelled) is split by identity: each job
+# re-derives the seeded identity shuffle from the full label file and copies its own rows,
+# so splits are written in parallel and identically every time. A downloaded split is
+# checked (lengths, dimension, finite values) and linked into place.
 rule partition:
     input:
-        unpack(lambda wc: full_set(wc.dataset)),
+        unpack(partition_inputs),
     output:
         features="resources/{dataset}/features/{split}.bin",
         labels="resources/{dataset}/labels/{split}.meta",
@@ -36,11 +79,18 @@ rule partition:
     conda:
         "../envs/eval.yaml"
     resources:
-        mem_mb=mem_mb(factor=0.1, base=1000),
-        runtime=runtime_min(minutes_per_gb=2),
+        # labels (int64) and the shuffle of the full set; a downloaded split is read whole
+        mem_mb=lambda wc, attempt: gigabytes_mb(
+            n_images(wc.dataset, wc.split) * (4 * DATASETS[wc.dataset]["dim"] + 32),
+            attempt,
+        ),
+        runtime=lambda wc, attempt: int(
+            (10 + n_images(wc.dataset, wc.split) / 1e6 * 5) * attempt
+        ),
     params:
         dim=lambda wc: DATASETS[wc.dataset]["dim"],
         n_parts=lambda wc: DATASETS[wc.dataset]["n_parts"],
+        stem=lambda wc: split_stem(wc.dataset, wc.split),
         seed=config["seed"],
     script:
         "../workflow_scripts/partition.py"

@@ -12,8 +12,13 @@ rule evaluate:
     conda:
         "../envs/eval.yaml"
     resources:
-        mem_mb=mem_mb(factor=10, base=1000),
-        runtime=runtime_min(minutes_per_gb=10),
+        # two label vectors and their contingency: a few int64 arrays of length N
+        mem_mb=lambda wc, attempt: gigabytes_mb(
+            n_images(wc.dataset, wc.split) * 64, attempt
+        ),
+        runtime=lambda wc, attempt: int(
+            (10 + n_images(wc.dataset, wc.split) / 1e6) * attempt
+        ),
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -31,8 +36,8 @@ rule table:
     conda:
         "../envs/eval.yaml"
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
     params:
         methods=lambda wc: DATASETS[wc.dataset]["methods"],
         splits=lambda wc: DATASETS[wc.dataset]["test_splits"],

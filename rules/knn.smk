@@ -12,15 +12,14 @@ rule knn:
         "../envs/faiss.yaml"
     threads: 16
     resources:
-        # features, plus nbrs/sims (N x k x 8 bytes: about 2 * k / D of the features' size)
-        mem_mb=lambda wc, input, attempt: int(
-            (
-                1000
-                + input.size_mb * (2.5 + 4 * int(wc.k) / DATASETS[wc.dataset]["dim"])
-            )
-            * attempt
-        ),
-        runtime=runtime_min(minutes_per_gb=30),
+        mem_mb=lambda wc, threads, attempt: knn_resources(
+            wc.dataset, wc.split, int(wc.k), wc.backend, threads, attempt
+        )["mem_mb"],
+        runtime=lambda wc, threads, attempt: knn_resources(
+            wc.dataset, wc.split, int(wc.k), wc.backend, threads, attempt
+        )["runtime"],
+        # a GPU only at scale (knn_gpu_min_images); faiss picks it up when it sees one
+        gpu=lambda wc: knn_gpu(wc.dataset, wc.split),
     params:
         dim=lambda wc: DATASETS[wc.dataset]["dim"],
         backend=lambda wc: BACKENDS[wc.backend],

@@ -11,8 +11,23 @@ rule train:
         "../envs/torch.yaml"
     threads: 16
     resources:
-        mem_mb=mem_mb(factor=8, base=2000),
-        runtime=runtime_min(minutes_per_gb=240, base=30),
+        mem_mb=lambda wc, threads, attempt: method_resources(
+            wc.dataset,
+            train_split(wc.dataset),
+            wc.method,
+            threads,
+            attempt,
+            train=True,
+        )["mem_mb"],
+        runtime=lambda wc, threads, attempt: method_resources(
+            wc.dataset,
+            train_split(wc.dataset),
+            wc.method,
+            threads,
+            attempt,
+            train=True,
+        )["runtime"],
+        gpu=lambda wc: int(family_of(wc.method).GPU),
     params:
         method_cfg=lambda wc: METHODS[wc.method],
         backends=BACKENDS,

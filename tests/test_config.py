@@ -44,7 +44,7 @@ def test_schema_families_match_registry():
         (lambda c: c["datasets"]["synth"].update(source="labelled"), "datasets.synth"),
         (lambda c: c["datasets"]["synth"]["methods"].append("gcnd"), "datasets.synth.methods[2]"),
         (lambda c: c["methods"]["cdp"].update(knn_backend="annoy"), "methods.cdp.knn_backend"),
-        (lambda c: c.update(all=["ms1m"]), "all[0]"),
+        (lambda c: c.update(all=["nosuch"]), "all[0]"),
         (lambda c: c["datasets"]["synth"]["test_splits"].append("part0"), "test_splits"),
         (lambda c: c["datasets"]["synth"]["test_splits"].append("part12"), "part12"),
     ],

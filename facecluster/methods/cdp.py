@@ -18,6 +18,14 @@ from ..graph import knn_pairs, propagate, unique_pairs
 from ..io import Knn
 
 SUPERVISED = False
+#: CDP runs on the CPU only
+GPU = False
+
+
+def memory_bytes(n: int, dim: int, k: int, *, train: bool = False, **params) -> int:
+    """Peak bytes of :func:`cluster` on ``n`` items: features (read), the kNN graph, the
+    thresholded pairs and their de-duplication (a few int64/float arrays per kNN edge)."""
+    return int(n * (4 * dim + 48 * k))
 
 
 def cluster(

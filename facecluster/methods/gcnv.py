@@ -36,6 +36,21 @@ from ..nn import GraphConv, resolve_device, seed_everything, to_torch_csr
 log = logging.getLogger(__name__)
 
 SUPERVISED = True
+#: training and inference run on CUDA when present (``device: auto``)
+GPU = True
+
+
+def memory_bytes(n: int, dim: int, k: int, *, train: bool = False, hidden: int = 512, **_) -> int:
+    """Peak bytes of training or clustering on ``n`` items (host memory; on a GPU the same
+    tensors live in device memory): X and A·X (N x D each), their concatenation, the hidden
+    features (N x hidden, with gradients when training), the kNN graph and the CSR adjacency
+    with its transpose (about 24 bytes per edge), and, for clustering, the kNN graph rebuilt
+    on the hidden features."""
+    per_item = 4 * (4 * dim + (4 if train else 2) * hidden) + 24 * k
+    if not train:
+        per_item += 8 * k  # the second kNN graph (GCN features)
+    return int(n * per_item)
+
 
 __all__ = [
     "GCNV",

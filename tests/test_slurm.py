@@ -1,0 +1,124 @@
+"""The workflow on a real SLURM: a single-node cluster on localhost (tests/slurm/cluster.sh),
+the tiny config through ``--profile profiles/slurm`` plus the CI overlay, outputs compared
+with a local run. The daemons are stopped also when the test fails.
+
+Needs root and Debian's slurm-wlm and munge; ``.ci/run`` installs them. Skipped, saying so,
+where they are missing.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "data" / "tiny.yaml"
+CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+TIMEOUT = 600  # seconds; the run takes about 2-3 minutes
+
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
+
+MISSING = [
+    c for c in ("slurmctld", "slurmd", "sbatch", "munged", "mungekey") if not shutil.which(c)
+]
+
+
+def _skip_reason():
+    if MISSING:
+        return (
+            f"SLURM is not installed ({', '.join(MISSING)} not found): run "
+            "`apt-get install -y --no-install-recommends slurm-wlm munge` as root "
+            "(.ci/run does) to test the SLURM profile"
+        )
+    if os.geteuid() != 0:
+        return "the localhost SLURM cluster of tests/slurm/cluster.sh needs root"
+    return None
+
+
+def run_killable(cmd, cwd, timeout=TIMEOUT):
+    """Run ``cmd``; on timeout kill it (the SLURM plugin ignores SIGTERM while polling)."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"{cmd} still running after {timeout} s:\n{out[-5000:]}") from None
+    return proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    state = tmp_path_factory.mktemp("slurm")
+    try:
+        subprocess.run(
+            [str(CLUSTER), "start", str(state)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.CalledProcessError as exc:
+        subprocess.run([str(CLUSTER), "stop", str(state)], capture_output=True, timeout=120)
+        logs = "\n".join(p.read_text() for p in (state / "log").glob("*.log"))
+        raise AssertionError(f"SLURM did not start:\n{exc.stdout}\n{exc.stderr}\n{logs}") from None
+    try:
+        yield state
+    finally:
+        subprocess.run(["scancel", "--full", "--user", str(os.getuid())], capture_output=True)
+        subprocess.run([str(CLUSTER), "stop", str(state)], capture_output=True, timeout=120)
+
+
+def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
+    on_slurm, local = tmp_path / "slurm", tmp_path / "local"
+    common = ["--configfile", str(TINY)]
+    cmd = [
+        *SNAKEMAKE,
+        "--directory",
+        str(on_slurm),
+        *common,
+        "--profile",
+        str(ROOT / "profiles" / "slurm"),
+        "--profile",
+        str(ROOT / "tests" / "slurm" / "profile"),
+        # the rules ask for up to 16 threads; this node has nproc CPUs
+        "--max-threads",
+        str(os.cpu_count()),
+    ]
+    try:
+        rc, out = run_killable(cmd, cwd=tmp_path)
+    finally:
+        subprocess.run(
+            [*SNAKEMAKE, "--directory", str(on_slurm), *common, "--unlock"],
+            capture_output=True,
+            timeout=300,
+        )
+    assert rc == 0, out[-10000:]
+    assert "has been submitted with SLURM jobid" in out  # it really went through sbatch
+
+    subprocess.run(
+        [*SNAKEMAKE, "--directory", str(local), *common, "--cores", "2"],
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    results = sorted(p.relative_to(local) for p in (local / "results" / "synth").rglob("*"))
+    # kNN graphs, the trained model and the labels: byte for byte
+    compared = [p for p in results if p.suffix in (".labels", ".npz", ".pt")]
+    assert len(compared) >= 9
+    for rel in compared:
+        assert (on_slurm / rel).read_bytes() == (local / rel).read_bytes(), rel
+    cols = ["pairwise_f", "bcubed_f", "nmi", "n_pred_clusters"]
+    a = pd.read_csv(on_slurm / "results" / "synth" / "part3" / "gcnv.tsv", sep="\t")
+    b = pd.read_csv(local / "results" / "synth" / "part3" / "gcnv.tsv", sep="\t")
+    pd.testing.assert_frame_equal(a[cols], b[cols])
