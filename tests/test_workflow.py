@@ -127,3 +127,165 @@ def test_data_dir_dataset_skips_generation(tmp_path):
     table = pd.read_csv(work / "results" / "tables" / "mine.tsv", sep="\t", index_col="method")
     assert table.loc["cdp", "pairwise_f_part1"] > 0
     assert not (work / "resources").exists()
+
+
+def _l2c_folder(root, splits):
+    """A learn-to-cluster data/ folder: features/<stem>.bin and labels/<stem>.meta."""
+    from facecluster.data.synthetic import SyntheticSpec, generate
+    from facecluster.io import write_features, write_labels
+
+    feats, labels = generate(SyntheticSpec(scale=0.002, seed=5))
+    half = labels < np.median(labels)
+    out = {}
+    for stem, rows in zip(splits, (half, ~half), strict=True):
+        write_features(root / "features" / f"{stem}.bin", feats[rows])
+        write_labels(root / "labels" / f"{stem}.meta", labels[rows])
+        out[stem] = feats[rows]
+    return out
+
+
+def _download_config(tmp_path, url, md5):
+    config = yaml.safe_load(TINY.read_text())
+    config["all"] = ["dl"]
+    config["datasets"]["dl"] = {
+        "source": "download",
+        "test_splits": ["part1"],
+        "methods": ["cdp", "gcnv"],
+        "archives": {"tiny": {"urls": [url], "md5": md5, "splits": ["part0", "part1"]}},
+    }
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    return cfg
+
+
+@pytest.fixture
+def served_archive(tmp_path, http_server):
+    """A tar.gz in learn-to-cluster's layout (under data/), served on 127.0.0.1."""
+    import hashlib
+    import tarfile
+
+    _l2c_folder(tmp_path / "data", ["part0_train", "part1_test"])
+    archive = tmp_path / "tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "data", arcname="data")
+    body = archive.read_bytes()
+    http_server.files["/tiny.tar.gz"] = body
+    return http_server.url("/tiny.tar.gz"), hashlib.md5(body).hexdigest()
+
+
+def test_download_dataset_end_to_end(tmp_path, served_archive):
+    url, md5 = served_archive
+    cfg = _download_config(tmp_path, url, md5)
+    work = tmp_path / "work"
+    dry = snakemake("--configfile", str(cfg), "-n", "results/dl/part1/gcnv.tsv", cwd=work)
+    jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
+    assert jobs == {"download", "extract", "partition", "knn", "train", "cluster", "evaluate"}
+    snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
+    table = pd.read_csv(work / "results" / "tables" / "dl.tsv", sep="\t", index_col="method")
+    assert table.loc["cdp", "pairwise_f_part1"] > 0
+    res = work / "resources" / "dl"
+    assert (res / "archives" / "tiny" / "features" / "part1_test.bin").is_file()
+    assert not list(res.rglob("*.part")) and not list(res.rglob("*.tmp"))
+    # the split is the archive's file, linked in place
+    a, b = res / "features" / "part1.bin", res / "archives" / "tiny" / "features" / "part1_test.bin"
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_download_md5_mismatch_fails_and_leaves_no_archive(tmp_path, served_archive):
+    url, _ = served_archive
+    cfg = _download_config(tmp_path, url, "0" * 32)
+    work = tmp_path / "work"
+    proc = snakemake(
+        "--configfile", str(cfg), "--cores", "1", "results/dl/part1/cdp.tsv", cwd=work, check=False
+    )
+    assert proc.returncode != 0
+    log = (work / "results" / "logs" / "download" / "dl" / "tiny.log").read_text()
+    assert "md5 mismatch" in log and "0" * 32 in log
+    assert not list((work / "resources").rglob("tiny.tar.gz*"))
+
+
+def test_data_dir_knn_files_are_reused(tmp_path):
+    """knns/<stem>/faiss_k_80.npz of a learn-to-cluster folder replaces our flat kNN job."""
+    from facecluster.knn import brute_force_knn
+
+    data = tmp_path / "l2c_data"
+    feats = _l2c_folder(data, ["part0_train", "part1_test"])
+    for stem, x in feats.items():
+        g = brute_force_knn(x, 30)
+        l2c = np.stack([g.nbrs.astype(np.float32), 1 - g.sims], axis=1)  # (N, 2, k)
+        (data / "knns" / stem).mkdir(parents=True)
+        np.savez(data / "knns" / stem / "faiss_k_30.npz", data=l2c)
+    config = yaml.safe_load(TINY.read_text())
+    config["all"] = ["mine"]
+    config["datasets"]["mine"] = {
+        "source": "data_dir",
+        "data_dir": str(data),
+        "test_splits": ["part1"],
+        "methods": ["cdp", "gcnv"],
+    }
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    work = tmp_path / "work"
+    dry = snakemake("--configfile", str(cfg), "-n", cwd=work)
+    jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
+    assert jobs == {"train", "cluster", "evaluate", "table", "all"}  # no kNN job
+    assert "knns/part1_test/faiss_k_30.npz" in dry.stdout
+    snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
+    assert not (work / "results" / "mine" / "part1" / "knn").exists()
+    table = pd.read_csv(work / "results" / "tables" / "mine.tsv", sep="\t", index_col="method")
+    assert table.loc["cdp", "pairwise_f_part1"] > 0 and table.loc["gcnv", "pairwise_f_part1"] > 0
+
+
+def test_slurm_profile_dry_run_of_the_ms1m_cell(tmp_path):
+    """The issue's command on a fresh checkout (no data): the whole chain, GPUs requested."""
+    proc = snakemake(
+        "--profile",
+        str(ROOT / "profiles" / "slurm"),
+        "-n",
+        "results/ms1m/part9/gcnv.tsv",
+        cwd=tmp_path,
+    )
+    out = proc.stdout
+    jobs = re.findall(r"^rule (\w+):", out, flags=re.M)
+    assert set(jobs) == {"download", "extract", "partition", "knn", "train", "cluster", "evaluate"}
+    gpus = {}
+    for block in re.split(r"^(?=rule \w+:)", out, flags=re.M):
+        m = re.match(r"rule (\w+):", block)
+        if m and "resources:" in block:
+            found = re.search(r"\bgpu=(\d+)", block)
+            gpus.setdefault(m.group(1), set()).add(int(found.group(1)) if found else 0)
+    assert gpus["train"] == {1} and gpus["cluster"] == {1}
+    assert 1 in gpus["knn"]  # part9 (5.21M images) goes to a GPU
+    assert gpus["evaluate"] == {0} and gpus["partition"] == {0}
+    assert "slurm_partition=gpu" in out
+
+
+def test_profile_by_name_after_the_documented_link(tmp_path):
+    """README: `ln -s "$PWD/profiles/slurm" ~/.config/snakemake/slurm` once, then
+    `snakemake --profile slurm ...` from the repository root."""
+    import os
+
+    config_home = tmp_path / "config"
+    (config_home / "snakemake").mkdir(parents=True)
+    (config_home / "snakemake" / "slurm").symlink_to(ROOT / "profiles" / "slurm")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config_home), "HOME": str(tmp_path)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--profile",
+            "slurm",
+            "-n",
+            "--directory",
+            str(tmp_path / "work"),
+            "results/ms1m/part9/gcnv.tsv",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "slurm_partition=gpu" in proc.stdout and "rule download:" in proc.stdout

@@ -19,6 +19,7 @@ leading folders (``data/``), and each is written atomically and checked against 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -105,7 +106,7 @@ def fetch_http(
             expected = have
         else:
             raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         raise DownloadError(f"{url}: {exc}") from exc
     got = part.stat().st_size
     if expected is not None and got != expected:
