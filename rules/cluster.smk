@@ -9,7 +9,8 @@ rule cluster:
     benchmark:
         "results/benchmarks/cluster/{dataset}/{split}/{method}.tsv"
     conda:
-        "../envs/torch.yaml"
+        # each method family names its env (CDP needs no torch)
+        lambda wc: f"../envs/{family_of(wc.method).CONDA_ENV}.yaml"
     threads: 16
     resources:
         mem_mb=lambda wc, threads, attempt: method_resources(

@@ -8,7 +8,7 @@ rule train:
     benchmark:
         "results/benchmarks/train/{dataset}/{method}.tsv"
     conda:
-        "../envs/torch.yaml"
+        lambda wc: f"../envs/{family_of(wc.method).CONDA_ENV}.yaml"
     threads: 16
     resources:
         mem_mb=lambda wc, threads, attempt: method_resources(

@@ -3,6 +3,10 @@
 A family module exposes
 
 * ``SUPERVISED: bool``;
+* ``GPU: bool``: its rules request a GPU (``gpu: 1``) and use CUDA when present;
+* ``CONDA_ENV: str``: the env of its rules, ``envs/<CONDA_ENV>.yaml``;
+* ``memory_bytes(n, dim, k, *, train=False, **params) -> int``: peak memory of training
+  (``train=True``) or clustering ``n`` items, for the rules' ``mem_mb`` requests;
 * ``cluster(features, knn, *, context, model=None, **params) -> labels`` with ``features``
   float32 (N, D) L2-normalised, ``knn`` a :class:`facecluster.io.Knn`, and labels int64 (N,)
   where ``-1`` marks items the method discards (they become singletons before scoring);

@@ -19,6 +19,8 @@ from ..io import Knn
 
 SUPERVISED = False
 #: CDP runs on the CPU only
+#: the conda env (envs/<name>.yaml) of its rules
+CONDA_ENV = "eval"
 GPU = False
 
 

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SUPERVISED = True
 #: training and inference run on CUDA when present (``device: auto``)
+#: the conda env (envs/<name>.yaml) of its rules
+CONDA_ENV = "torch"
 GPU = True
 
 
