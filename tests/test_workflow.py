@@ -189,6 +189,8 @@ def test_download_dataset_end_to_end(tmp_path, served_archive):
     # the split is the archive's file, linked in place
     a, b = res / "features" / "part1.bin", res / "archives" / "tiny" / "features" / "part1_test.bin"
     assert a.read_bytes() == b.read_bytes()
+    again = snakemake("--configfile", str(cfg), "-n", cwd=work)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout
 
 
 def test_download_md5_mismatch_fails_and_leaves_no_archive(tmp_path, served_archive):
@@ -289,3 +291,25 @@ def test_profile_by_name_after_the_documented_link(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "slurm_partition=gpu" in proc.stdout and "rule download:" in proc.stdout
+
+
+def test_gpu_profile_serialises_gpu_jobs(tmp_path):
+    """profiles/gpu declares one `gpu`; GCN jobs request it, so they never overlap."""
+    proc = snakemake(
+        "--profile", str(ROOT / "profiles" / "gpu"), "--configfile", str(TINY), cwd=tmp_path
+    )
+    log = proc.stdout + proc.stderr
+    assert "gpu=1" in log
+    # the Snakemake log lists job starts and ends in order: at most one GPU job at a time
+    running, most = set(), 0
+    gpu_jobs = set()
+    for block in re.split(r"\n(?=\[)", log):
+        start = re.search(r"^(?:local)?rule (\w+):.*?jobid: (\d+)", block, flags=re.M | re.S)
+        if start and re.search(r"\bgpu=1\b", block):
+            gpu_jobs.add(start.group(2))
+            running.add(start.group(2))
+            most = max(most, len(running))
+        done = re.search(r"Finished jobid: (\d+)", block)
+        if done:
+            running.discard(done.group(1))
+    assert len(gpu_jobs) == 3 and most == 1  # train + cluster on part1 and part3
