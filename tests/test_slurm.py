@@ -1,12 +1,14 @@
 """The workflow on a real SLURM: a single-node cluster on localhost (tests/slurm/cluster.sh),
 the tiny config through ``--profile profiles/slurm`` plus the CI overlay, outputs compared
-with a local run. The daemons are stopped also when the test fails.
+with a local run, GPU requests checked on the scheduler's side (the node has one GPU in
+name only). The daemons are stopped also when the test fails.
 
 Needs root and Debian's slurm-wlm and munge; ``.ci/run`` installs them. Skipped, saying so,
 where they are missing.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,6 +81,38 @@ def slurm_cluster(tmp_path_factory):
         subprocess.run([str(CLUSTER), "stop", str(state)], capture_output=True, timeout=120)
 
 
+def slurm_jobs():
+    """The cluster's jobs (finished ones stay listed for MinJobAge = 300 s): rule comment,
+    GPUs asked for, start and end time."""
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o"], check=True, capture_output=True, text=True
+    ).stdout
+    jobs = []
+    for line in out.splitlines():
+        fields = dict(
+            re.findall(r"(?:^| )(JobId|Comment|TresPerJob|StartTime|EndTime)=(\S+)", line)
+        )
+        if fields.get("Comment", "").startswith("rule_"):
+            jobs.append(fields)
+    return jobs
+
+
+def check_gpu_requests(jobs):
+    """GCN training and clustering asked SLURM for a GPU, and ran one at a time on the
+    node's one GPU; CDP and evaluation did not ask."""
+    gpu = [j for j in jobs if j.get("TresPerJob") == "gres:gpu:1"]
+    names = sorted(j["Comment"] for j in gpu)
+    assert names == [
+        "rule_cluster_wildcards_synth_part1_gcnv",
+        "rule_cluster_wildcards_synth_part3_gcnv",
+        "rule_train_wildcards_synth_gcnv",
+    ], names
+    assert not any("gpu" in j.get("TresPerJob", "") for j in jobs if j not in gpu)
+    spans = sorted((j["StartTime"], j["EndTime"]) for j in gpu)
+    for (_, end), (start, _) in zip(spans[:-1], spans[1:], strict=True):
+        assert end <= start, spans
+
+
 def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     common = ["--configfile", str(TINY)]
@@ -105,6 +139,7 @@ def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
         )
     assert rc == 0, out[-10000:]
     assert "has been submitted with SLURM jobid" in out  # it really went through sbatch
+    check_gpu_requests(slurm_jobs())
 
     subprocess.run(
         [*SNAKEMAKE, "--directory", str(local), *common, "--cores", "2"],

@@ -79,9 +79,13 @@ MinJobAge=300
 ReturnToService=2
 SchedulerType=sched/backfill
 MpiDefault=none
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mb State=UNKNOWN
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$real_mb Gres=gpu:1 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
+  # one GPU in name only (no device file): jobs that ask for --gpus=1 are scheduled on it,
+  # one at a time, as on a GPU node; the job itself sees no CUDA device and runs on the CPU
+  echo "NodeName=localhost Name=gpu File=/dev/null Count=1" >"$dir/gres.conf"
   mkdir -p /etc/slurm
   # a link left by a run that was killed points to a deleted folder: replace it
   if [ -L "$link" ] && [ ! -e "$link" ]; then rm -f "$link"; fi
