@@ -98,37 +98,6 @@ def test_lint_is_clean():
     assert "good condition" in proc.stdout + proc.stderr
 
 
-def test_data_dir_dataset_skips_generation(tmp_path):
-    """A learn-to-cluster data/ folder is used as it is: no synthesize, no partition."""
-    from facecluster.data.synthetic import SyntheticSpec, generate
-    from facecluster.io import write_features, write_labels
-
-    feats, labels = generate(SyntheticSpec(scale=0.002, seed=5))
-    data = tmp_path / "l2c_data"
-    half = labels < np.median(labels)
-    for stem, rows in (("part0_train", half), ("part1_test", ~half)):
-        write_features(data / "features" / f"{stem}.bin", feats[rows])
-        write_labels(data / "labels" / f"{stem}.meta", labels[rows])
-    config = yaml.safe_load(TINY.read_text())
-    config["all"] = ["mine"]
-    config["datasets"]["mine"] = {
-        "source": "data_dir",
-        "data_dir": str(data),
-        "test_splits": ["part1"],
-        "methods": ["cdp", "gcnv"],
-    }
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    work = tmp_path / "work"
-    dry = snakemake("--configfile", str(cfg), "-n", cwd=work)
-    jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
-    assert jobs == {"knn", "train", "cluster", "evaluate", "table", "all"}
-    snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
-    table = pd.read_csv(work / "results" / "tables" / "mine.tsv", sep="\t", index_col="method")
-    assert table.loc["cdp", "pairwise_f_part1"] > 0
-    assert not (work / "resources").exists()
-
-
 def _l2c_folder(root, splits):
     """A learn-to-cluster data/ folder: features/<stem>.bin and labels/<stem>.meta."""
     from facecluster.data.synthetic import SyntheticSpec, generate
@@ -144,18 +113,38 @@ def _l2c_folder(root, splits):
     return out
 
 
-def _download_config(tmp_path, url, md5):
+def _config_with(tmp_path, name, dataset):
+    """The tiny config plus ``dataset`` as ``name`` (the one table of rule all)."""
     config = yaml.safe_load(TINY.read_text())
-    config["all"] = ["dl"]
-    config["datasets"]["dl"] = {
-        "source": "download",
-        "test_splits": ["part1"],
-        "methods": ["cdp", "gcnv"],
-        "archives": {"tiny": {"urls": [url], "md5": md5, "splits": ["part0", "part1"]}},
-    }
+    config["all"] = [name]
+    config["datasets"][name] = {"test_splits": ["part1"], "methods": ["cdp", "gcnv"], **dataset}
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(config))
     return cfg
+
+
+def _data_dir_dataset(data):
+    return {"source": "data_dir", "data_dir": str(data)}
+
+
+def test_data_dir_dataset_skips_generation(tmp_path):
+    """A learn-to-cluster data/ folder is used as it is: no synthesize, no partition."""
+    data = tmp_path / "l2c_data"
+    _l2c_folder(data, ["part0_train", "part1_test"])
+    cfg = _config_with(tmp_path, "mine", _data_dir_dataset(data))
+    work = tmp_path / "work"
+    dry = snakemake("--configfile", str(cfg), "-n", cwd=work)
+    jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
+    assert jobs == {"knn", "train", "cluster", "evaluate", "table", "all"}
+    snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
+    table = pd.read_csv(work / "results" / "tables" / "mine.tsv", sep="\t", index_col="method")
+    assert table.loc["cdp", "pairwise_f_part1"] > 0
+    assert not (work / "resources").exists()
+
+
+def _download_config(tmp_path, url, md5):
+    archive = {"urls": [url], "md5": md5, "splits": ["part0", "part1"]}
+    return _config_with(tmp_path, "dl", {"source": "download", "archives": {"tiny": archive}})
 
 
 @pytest.fixture
@@ -217,16 +206,7 @@ def test_data_dir_knn_files_are_reused(tmp_path):
         l2c = np.stack([g.nbrs.astype(np.float32), 1 - g.sims], axis=1)  # (N, 2, k)
         (data / "knns" / stem).mkdir(parents=True)
         np.savez(data / "knns" / stem / "faiss_k_30.npz", data=l2c)
-    config = yaml.safe_load(TINY.read_text())
-    config["all"] = ["mine"]
-    config["datasets"]["mine"] = {
-        "source": "data_dir",
-        "data_dir": str(data),
-        "test_splits": ["part1"],
-        "methods": ["cdp", "gcnv"],
-    }
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(config))
+    cfg = _config_with(tmp_path, "mine", _data_dir_dataset(data))
     work = tmp_path / "work"
     dry = snakemake("--configfile", str(cfg), "-n", cwd=work)
     jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
