@@ -192,7 +192,7 @@ def n_images(dataset, split):
     if d["source"] == "labelled" and os.path.exists(d["features"]):
         total = os.path.getsize(d["features"]) // (4 * d["dim"])
         return total * parts // d["n_parts"]
-    return 1_000_000  # unknown: assume a part of MS1M's size
+    return 100_000  # unknown (no `images` entry): a modest default, below the GPU threshold
 
 
 def family_of(method):
