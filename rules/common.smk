@@ -141,7 +141,7 @@ def train_inputs(wildcards):
         raise ValueError(
             f"method {wildcards.method!r} is unsupervised: nothing to train"
         )
-    split = DATASETS[wildcards.dataset]["train_split"]
+    split = train_split(wildcards.dataset)
     return {
         "features": features_path(wildcards.dataset, split),
         "labels": labels_path(wildcards.dataset, split),
@@ -171,9 +171,8 @@ def all_tables():
 # else from the synthetic scale.
 
 MS1M_IDENTITIES_PER_PART = 8573
-CPU_FLOPS_PER_THREAD = (
-    1e10  # sustained fp32 GEMM per core, with room for top-k selection
-)
+# sustained fp32 GEMM per core, with room for top-k selection
+CPU_FLOPS_PER_THREAD = 1e10
 GPU_FLOPS = 5e12
 
 
@@ -185,7 +184,9 @@ def n_images(dataset, split):
         return os.path.getsize(path) // (4 * d["dim"])
     if split in d.get("images", {}):
         return d["images"][split]
-    parts = 1 if split == "part0" else int(split[4:]) if split[4:].isdigit() else 1
+    # partN (N >= 1) holds parts 1..N; part0 and named splits count as one part
+    is_part = split.startswith("part") and split[4:].isdigit()
+    parts = max(1, int(split[4:])) if is_part else 1
     if d["source"] == "synthetic":
         s = d["synthetic"]
         return int(s["scale"] * MS1M_IDENTITIES_PER_PART * s["mean_images"] * parts)
@@ -210,6 +211,7 @@ def knn_gpu(dataset, split):
 
 
 def knn_resources(dataset, split, k, backend, threads, attempt):
+    """mem_mb and runtime of building one split's kNN graph."""
     n, dim = n_images(dataset, split), DATASETS[dataset]["dim"]
     gpu = knn_gpu(dataset, split)
     flops = 2.0 * n * n * dim
@@ -220,17 +222,15 @@ def knn_resources(dataset, split, k, backend, threads, attempt):
         # features, faiss' result buffers and the written (nbrs, sims): 16 bytes per edge
         "mem_mb": gigabytes_mb(n * (4 * dim + 16 * k), attempt, base=1500),
         "runtime": int((10 + seconds / 60) * attempt),
-        "gpu": gpu,
     }
 
 
 def method_resources(dataset, split, method, threads, attempt, train):
-    """mem_mb, runtime and gpu of training or clustering one split with one method."""
+    """mem_mb and runtime of training or clustering one split with one method."""
     m, family = METHODS[method], family_of(method)
     n, dim = n_images(dataset, split), DATASETS[dataset]["dim"]
     mem = family.memory_bytes(n, dim, m["k"], train=train, **m.get("train", {}))
-    gpu = int(family.GPU)
-    rate = GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * threads
+    rate = GPU_FLOPS if family.GPU else CPU_FLOPS_PER_THREAD * threads
     hidden = m.get("train", {}).get("hidden", 512)
     if train:  # forward + backward of the dense layers, per epoch
         epochs = m.get("train", {}).get("epochs", 100)
@@ -244,7 +244,6 @@ def method_resources(dataset, split, method, threads, attempt, train):
     return {
         "mem_mb": gigabytes_mb(mem, attempt, base=2000),
         "runtime": int((15 + seconds / 60) * attempt),
-        "gpu": gpu,
     }
 
 

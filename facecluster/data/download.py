@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DownloadError",
+    "ChecksumError",
     "md5sum",
     "fetch_http",
     "fetch_gdrive",
@@ -49,6 +50,10 @@ CHUNK = 8 << 20  # bytes read per call: 8 MiB
 
 class DownloadError(RuntimeError):
     """A download that could not be completed or verified."""
+
+
+class ChecksumError(DownloadError):
+    """A complete download whose md5 differs from the expected one (deleted)."""
 
 
 def md5sum(path: str | os.PathLike, chunk: int = CHUNK) -> str:
@@ -66,7 +71,7 @@ def _verify(part: Path, dest: Path, md5: str | None, source: str) -> None:
         actual = md5sum(part)
         if actual != md5.lower():
             part.unlink(missing_ok=True)
-            raise DownloadError(
+            raise ChecksumError(
                 f"{dest}: md5 mismatch for the download from {source}: expected {md5}, "
                 f"got {actual}; the file was deleted (a corrupt mirror or a changed archive)"
             )
@@ -171,7 +176,7 @@ def fetch(
             except DownloadError as exc:
                 failures.append(f"{name} (attempt {attempt}): {exc}")
                 log.warning("download failed: %s", failures[-1])
-                if "md5 mismatch" in str(exc):
+                if isinstance(exc, ChecksumError):
                     break
                 if attempt < retries:
                     _sleep(pause * attempt)

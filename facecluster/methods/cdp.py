@@ -18,9 +18,9 @@ from ..graph import knn_pairs, propagate, unique_pairs
 from ..io import Knn
 
 SUPERVISED = False
-#: CDP runs on the CPU only
 #: the conda env (envs/<name>.yaml) of its rules
 CONDA_ENV = "eval"
+#: CDP runs on the CPU only
 GPU = False
 
 

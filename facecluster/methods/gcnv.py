@@ -36,9 +36,9 @@ from ..nn import GraphConv, resolve_device, seed_everything, to_torch_csr
 log = logging.getLogger(__name__)
 
 SUPERVISED = True
-#: training and inference run on CUDA when present (``device: auto``)
 #: the conda env (envs/<name>.yaml) of its rules
 CONDA_ENV = "torch"
+#: training and inference run on CUDA when present (``device: auto``)
 GPU = True
 
 
