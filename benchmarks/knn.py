@@ -150,23 +150,22 @@ def main(argv: list[str] | None = None) -> int:
         xt = torch.from_numpy(x)
         out_t = torch.empty((mm_batch, mm_block), dtype=torch.float32)
 
-        def matmul(rows: int = n) -> None:
-            for i0 in range(0, rows, mm_batch):
-                i1 = min(rows, i0 + mm_batch)
-                for j0 in range(0, n, mm_block):
-                    j1 = min(n, j0 + mm_block)
-                    torch.mm(xt[i0:i1], xt[j0:j1].T, out=out_t[: i1 - i0, : j1 - j0])
+        def block(i0: int, i1: int, j0: int, j1: int) -> None:
+            torch.mm(xt[i0:i1], xt[j0:j1].T, out=out_t[: i1 - i0, : j1 - j0])
 
     else:
         xT = np.ascontiguousarray(x.T)  # (D, N): a plain row-major right-hand side
         out = np.empty((mm_batch, mm_block), dtype=np.float32)
 
-        def matmul(rows: int = n) -> None:
-            for i0 in range(0, rows, mm_batch):
-                i1 = min(rows, i0 + mm_batch)
-                for j0 in range(0, n, mm_block):
-                    j1 = min(n, j0 + mm_block)
-                    np.matmul(x[i0:i1], xT[:, j0:j1], out=out[: i1 - i0, : j1 - j0])
+        def block(i0: int, i1: int, j0: int, j1: int) -> None:
+            np.matmul(x[i0:i1], xT[:, j0:j1], out=out[: i1 - i0, : j1 - j0])
+
+    def matmul(rows: int = n) -> None:
+        """All (rows x N) similarities, tile by tile, as faiss' exact search computes them."""
+        for i0 in range(0, rows, mm_batch):
+            i1 = min(rows, i0 + mm_batch)
+            for j0 in range(0, n, mm_block):
+                block(i0, i1, j0, min(n, j0 + mm_block))
 
     # warm-up: thread pools, page faults, library initialisation
     warm = min(n, 2048)

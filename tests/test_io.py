@@ -277,17 +277,20 @@ def test_missing_files(tmp_path):
 # --------------------------------------------------------------------------- bad labels
 
 
-@pytest.mark.parametrize("text", ["1\n2\nabc\n3\n", "1\n2.5\n3\n", "1\n2,5\n3\n", "1\n\n3\n"])
-def test_labels_non_integer_line(tmp_path, text):
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1\n2\nabc\n3\n",  # not a number
+        "1\n2.5\n3\n",
+        "1\n2,5\n3\n",
+        "1\n\n3\n",  # an empty line
+        "",  # an empty file
+        "1\n99999999999999999999\n",  # overflows int64
+    ],
+)
+def test_bad_labels_name_the_file(tmp_path, text):
     path = tmp_path / "labels.meta"
     path.write_text(text)
-    with pytest.raises(InputError, match=_names(path)):
-        read_labels(path)
-
-
-def test_labels_empty_file(tmp_path):
-    path = tmp_path / "labels.meta"
-    path.write_text("")
     with pytest.raises(InputError, match=_names(path)):
         read_labels(path)
 
@@ -313,9 +316,17 @@ def test_knn_truncated_npz(tmp_path, keep):
         read_knn(path)
 
 
-def test_knn_wrong_keys(tmp_path):
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {"neighbours": np.zeros((3, 2), np.int32), "sims": np.ones((3, 2), np.float32)},
+        {"nbrs": np.zeros((4, 3), np.int32), "sims": np.zeros((4, 2), np.float32)},
+    ],
+    ids=["wrong_keys", "shape_mismatch"],
+)
+def test_knn_bad_arrays(tmp_path, arrays):
     path = tmp_path / "knn.npz"
-    np.savez(path, neighbours=np.zeros((3, 2), np.int32), sims=np.ones((3, 2), np.float32))
+    np.savez(path, **arrays)
     with pytest.raises(InputError, match=_names(path)):
         read_knn(path)
 
@@ -337,13 +348,6 @@ def test_knn_row_count_mismatch(tmp_path):
     assert read_knn(path, n_items=20).n == 20
     with pytest.raises(InputError, match=_names(path)):
         read_knn(path, n_items=21)
-
-
-def test_knn_shape_mismatch(tmp_path):
-    path = tmp_path / "knn.npz"
-    np.savez(path, nbrs=np.zeros((4, 3), np.int32), sims=np.zeros((4, 2), np.float32))
-    with pytest.raises(InputError, match=_names(path)):
-        read_knn(path)
 
 
 def test_knn_non_finite_sims(tmp_path):
@@ -436,13 +440,6 @@ def test_features_huge_finite_values_normalise(tmp_path):
     write_features(path, np.full((3, 4), 1e20, np.float32))
     got = read_features(path, 4)
     np.testing.assert_allclose(np.linalg.norm(got.astype(np.float64), axis=1), 1.0, rtol=1e-6)
-
-
-def test_labels_overflowing_int64(tmp_path):
-    path = tmp_path / "labels.meta"
-    path.write_text("1\n99999999999999999999\n")
-    with pytest.raises(InputError, match=_names(path)):
-        read_labels(path)
 
 
 def test_written_files_get_ordinary_permissions(tmp_path):

@@ -22,35 +22,31 @@ def split(tmp_path, small_synth):
     return tmp_path, feats, labels
 
 
+def run_knn_task(d, *, dim, k):
+    """tasks.knn on the split fixture's files, writing ``k.npz``."""
+    tasks.knn(
+        str(d / "f.bin"),
+        str(d / "l.meta"),
+        str(d / "k.npz"),
+        dim=dim,
+        k=k,
+        backend=BACKENDS["flat"],
+        threads=1,
+        seed=0,
+    )
+
+
 def test_knn_task_k_too_large_names_file(split):
-    d, feats, _ = split
+    d, *_ = split
     with pytest.raises(InputError, match=r"f\.bin.*k=5000"):
-        tasks.knn(
-            str(d / "f.bin"),
-            str(d / "l.meta"),
-            str(d / "k.npz"),
-            dim=32,
-            k=5000,
-            backend=BACKENDS["flat"],
-            threads=1,
-            seed=0,
-        )
+        run_knn_task(d, dim=32, k=5000)
     assert not (d / "k.npz").exists()
 
 
 def test_knn_task_wrong_dimension_names_file(split):
     d, *_ = split
     with pytest.raises(InputError, match=r"f\.bin.*dim 256"):
-        tasks.knn(
-            str(d / "f.bin"),
-            str(d / "l.meta"),
-            str(d / "k.npz"),
-            dim=256,
-            k=5,
-            backend=BACKENDS["flat"],
-            threads=1,
-            seed=0,
-        )
+        run_knn_task(d, dim=256, k=5)
 
 
 def test_cluster_and_evaluate(split):
