@@ -47,6 +47,19 @@ def test_schema_families_match_registry():
         (lambda c: c.update(all=["nosuch"]), "all[0]"),
         (lambda c: c["datasets"]["synth"]["test_splits"].append("part0"), "test_splits"),
         (lambda c: c["datasets"]["synth"]["test_splits"].append("part12"), "part12"),
+        (
+            lambda c: c["datasets"]["ms1m"]["test_splits"].append("part2"),
+            "datasets.ms1m.test_splits[5]: no archive holds split 'part2'",
+        ),
+        (lambda c: c["datasets"]["ms1m"].pop("archives"), "datasets.ms1m"),
+        (
+            lambda c: c["datasets"]["ms1m"]["archives"]["part1"].pop("gdrive"),
+            "datasets.ms1m.archives.part1",
+        ),
+        (
+            lambda c: c["datasets"]["ms1m"]["md5"].update({"features/x.bin": "abc"}),
+            "datasets.ms1m.md5",
+        ),
     ],
 )
 def test_bad_config_names_the_key(config, mutate, key):

@@ -117,3 +117,48 @@ def test_table(tmp_path):
     assert flat.loc["cdp", "pairwise_f_part3"] == pytest.approx(80.0)
     md = (tmp_path / "t.md").read_text()
     assert "| gcnv | 90.00 | 90.00 |" in md and "## NMI (%)" in md
+
+
+def test_cluster_cuts_a_larger_knn_and_rejects_a_smaller_one(split):
+    d, feats, _ = split
+    kw = dict(method="cdp", method_cfg=CDP, backends=BACKENDS, dim=32, seed=0, threads=1)
+    paths = [str(d / "f.bin"), str(d / "l.meta"), str(d / "k.npz"), None]
+    write_knn(d / "k.npz", brute_force_knn(feats, 5))
+    exact = tasks.cluster(*paths, str(d / "a.labels"), str(d / "a.json"), device="cpu", **kw)
+    write_knn(d / "k.npz", brute_force_knn(feats, 12))  # a reused learn-to-cluster file
+    cut = tasks.cluster(*paths, str(d / "b.labels"), str(d / "b.json"), device="cpu", **kw)
+    np.testing.assert_array_equal(exact, cut)
+    write_knn(d / "k.npz", brute_force_knn(feats, 3))
+    with pytest.raises(InputError, match=r"k\.npz.*k=3.*needs k=5"):
+        tasks.cluster(*paths, str(d / "c.labels"), str(d / "c.json"), device="cpu", **kw)
+    assert not (d / "c.labels").exists()
+
+
+def test_place_split_links_a_checked_split(split):
+    d, feats, labels = split
+    info = tasks.place_split(
+        str(d / "f.bin"), str(d / "l.meta"), str(d / "out" / "f.bin"), str(d / "out" / "l.meta"),
+        dim=32,
+    )  # fmt: skip
+    assert info["n_items"] == labels.size
+    assert (d / "out" / "f.bin").read_bytes() == (d / "f.bin").read_bytes()
+    assert (d / "out" / "f.bin").stat().st_ino == (d / "f.bin").stat().st_ino  # a hard link
+
+
+@pytest.mark.parametrize("damage", ["short_labels", "wrong_dim", "nan"])
+def test_place_split_rejects_a_bad_split_and_writes_nothing(split, damage):
+    d, feats, labels = split
+    dim = 32
+    if damage == "short_labels":
+        write_labels(d / "l.meta", labels[:-1])
+    elif damage == "wrong_dim":
+        dim = 64
+    else:
+        bad = feats.copy()
+        bad[3, 1] = np.nan
+        write_features(d / "f.bin", bad)
+    with pytest.raises(InputError, match=r"f\.bin"):
+        tasks.place_split(
+            str(d / "f.bin"), str(d / "l.meta"), str(d / "o.bin"), str(d / "o.meta"), dim=dim
+        )
+    assert not (d / "o.bin").exists() and not (d / "o.meta").exists()
