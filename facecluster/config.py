@@ -12,9 +12,16 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .methods import FAMILIES
+from .methods import FAMILIES, all_specs
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "SCHEMA_PATH"]
+__all__ = [
+    "ConfigError",
+    "load_schema",
+    "validate_config",
+    "method_config",
+    "method_limits",
+    "SCHEMA_PATH",
+]
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 
@@ -24,8 +31,48 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The config schema, completed with every registered family's parameter schemas."""
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        return with_family_schemas(yaml.safe_load(fh))
+
+
+def _without_defaults(schema: dict) -> dict:
+    """``schema`` (a params/train object schema) with its properties' defaults removed, for
+    per-dataset overrides, which must not reset what the method itself sets."""
+    out = copy.deepcopy(schema)
+    for prop in out.get("properties", {}).values():
+        prop.pop("default", None)
+    out.pop("required", None)
+    return out
+
+
+def with_family_schemas(schema: dict) -> dict:
+    """Add the family list and, per family, the schemas of ``params`` and ``train`` (also
+    inside ``per_dataset`` overrides) from the families' specs to the ``method`` definition."""
+    schema = copy.deepcopy(schema)
+    method = schema["$defs"]["method"]
+    method["properties"]["family"]["enum"] = sorted(FAMILIES)
+    branches = []
+    for name, spec in all_specs().items():
+        params, train = spec.params_schema(), spec.train_schema()
+        override = {
+            "type": "object",
+            "properties": {"params": _without_defaults(params), "train": _without_defaults(train)},
+        }
+        branches.append(
+            {
+                "if": {"properties": {"family": {"const": name}}, "required": ["family"]},
+                "then": {
+                    "properties": {
+                        "params": params,
+                        "train": train,
+                        "per_dataset": {"additionalProperties": override},
+                    }
+                },
+            }
+        )
+    method["allOf"] = branches
+    return schema
 
 
 def _with_defaults(validator_class):
@@ -77,17 +124,27 @@ def _reference_errors(config: dict) -> list[str]:
     backends = config.get("knn_backends", {})
     methods = config.get("methods", {})
     datasets = config.get("datasets", {})
+    specs = all_specs()
     for name, m in methods.items():
         if m.get("family") not in FAMILIES:
             out.append(
                 f"methods.{name}.family: unknown method family {m.get('family')!r} "
                 f"(known: {', '.join(sorted(FAMILIES))})"
             )
-        if m.get("knn_backend") not in backends:
-            out.append(
-                f"methods.{name}.knn_backend: {m.get('knn_backend')!r} is not a key of "
-                f"knn_backends ({', '.join(sorted(backends))})"
-            )
+        overrides = m.get("per_dataset", {})
+        for key, cfg in [("", m), *((f".per_dataset.{d}", o) for d, o in overrides.items())]:
+            backend = cfg.get("knn_backend")
+            if (key == "" or backend is not None) and backend not in backends:
+                out.append(
+                    f"methods.{name}{key}.knn_backend: {backend!r} is not a key of "
+                    f"knn_backends ({', '.join(sorted(backends))})"
+                )
+        for d in overrides:
+            if d not in datasets:
+                out.append(
+                    f"methods.{name}.per_dataset.{d}: unknown dataset "
+                    f"(configured: {', '.join(datasets)})"
+                )
     for name, d in datasets.items():
         for i, m in enumerate(d.get("methods", [])):
             if m not in methods:
@@ -95,6 +152,25 @@ def _reference_errors(config: dict) -> list[str]:
                     f"datasets.{name}.methods[{i}]: unknown method {m!r} "
                     f"(configured: {', '.join(sorted(methods))})"
                 )
+        for i, m in enumerate(d.get("methods", [])):
+            spec = specs.get(methods.get(m, {}).get("family"))
+            if spec is None:
+                continue
+            if "committee" in spec.needs and not d.get("committee"):
+                out.append(
+                    f"datasets.{name}.methods[{i}]: {m!r} needs a committee of feature sets; "
+                    f"dataset {name!r} has none (datasets.{name}.committee)"
+                )
+            if spec.supervised and not _has_train_split(d):
+                out.append(
+                    f"datasets.{name}.methods[{i}]: {m!r} is trained on the dataset's train "
+                    f"split {d.get('train_split')!r}, which dataset {name!r} does not have"
+                )
+        if d.get("committee") and d.get("source") not in ("synthetic", "data_dir"):
+            out.append(
+                f"datasets.{name}.committee: committee feature sets come from synthetic or "
+                f"data_dir datasets, not from source {d.get('source')!r}"
+            )
         train, tests = d.get("train_split"), d.get("test_splits", [])
         if train in tests:
             out.append(f"datasets.{name}.test_splits: contains the train split {train!r}")
@@ -122,6 +198,48 @@ def _reference_errors(config: dict) -> list[str]:
     return out
 
 
+def _has_train_split(d: dict) -> bool:
+    if d.get("source") == "download":
+        held = {s for a in d.get("archives", {}).values() for s in a.get("splits", [])}
+        return d.get("train_split") in held
+    return True
+
+
+def method_config(config: dict, method: str, dataset: str) -> dict:
+    """The settings of ``method`` on ``dataset``: the method's own ``k``, ``knn_backend``,
+    ``params``, ``train`` and ``limits``, with the method's ``per_dataset`` entry for
+    ``dataset`` merged over them (``params``, ``train`` and ``limits`` key by key).
+
+    The variant keeps its published name (``cdp`` on DeepFashion runs with k 2, th 0.5,
+    max_sz 200), so the cell joins the published tables by name.
+    """
+    m = config["methods"][method]
+    out = {
+        "family": m["family"],
+        "k": m["k"],
+        "knn_backend": m.get("knn_backend", "flat"),
+        "params": dict(m.get("params", {})),
+        "train": dict(m.get("train", {})),
+        "limits": dict(m.get("limits", {})),
+    }
+    over = m.get("per_dataset", {}).get(dataset, {})
+    for key in ("k", "knn_backend"):
+        if key in over:
+            out[key] = over[key]
+    for key in ("params", "train", "limits"):
+        out[key].update(over.get(key, {}))
+    return out
+
+
+def method_limits(config: dict, method: str, dataset: str) -> dict:
+    """Limits of a cluster job: the top-level ``limits``, then the dataset's, then the
+    method's (and its per-dataset entry), each overriding the keys it sets."""
+    limits = dict(config.get("limits", {}))
+    limits.update(config["datasets"][dataset].get("limits", {}))
+    limits.update(method_config(config, method, dataset)["limits"])
+    return limits
+
+
 def validate_config(config: dict, schema: dict | str | Path | None = None) -> dict:
     """Validate ``config`` in place (filling defaults) and return it.
 
@@ -134,6 +252,8 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
     """
     if not isinstance(schema, dict):
         schema = load_schema(schema or SCHEMA_PATH)
+    else:
+        schema = with_family_schemas(schema)
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
     errors = _schema_errors(config, schema)

@@ -25,12 +25,13 @@ from . import metrics as _metrics
 from .data.download import extract as extract_archive
 from .data.download import fetch
 from .data.partition import partition_files
-from .data.synthetic import SyntheticSpec, generate_blocks
+from .data.synthetic import SyntheticSpec, generate_blocks, generate_member_blocks
 from .graph import finalize_labels
 from .io import InputError, atomic_path, read_features, read_knn, read_labels, write_knn
 from .io import write_labels as _write_labels
 from .knn import build_knn_from_spec
 from .methods import Context, get_family
+from .resources import refusal
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ METRIC_COLUMNS = [
     "nmi",
     "seconds",
     "peak_rss_mb",
+    "note",
 ]
 
 #: metrics shown in the summary tables, with their printed names
@@ -72,13 +74,52 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _context(method_cfg: dict, backends: dict, *, seed: int, threads: int, device: str) -> Context:
+def _context(
+    method_cfg: dict,
+    backends: dict,
+    *,
+    seed: int,
+    threads: int,
+    device: str,
+    n_true_clusters: int | None = None,
+    extra: dict | None = None,
+) -> Context:
     return Context(
         seed=int(seed),
         threads=int(threads),
         device=device,
         knn_backend=dict(backends[method_cfg["knn_backend"]]),
+        n_true_clusters=n_true_clusters,
+        extra=extra or {},
     )
+
+
+def load_extra(extra: dict | None, *, dim: int, n_items: int, k: int) -> dict:
+    """Read the extra inputs of a family (``FamilySpec.needs``) from their files.
+
+    ``committee``: a list of ``{"features": .bin, "knn": .npz}`` -> a list of
+    ``(features (N, dim) float32, Knn cut to k)``, each checked against the split's N.
+    """
+    out = {}
+    for kind, items in (extra or {}).items():
+        if kind == "committee":
+            out[kind] = [
+                (
+                    read_features(f["features"], dim, n_items),
+                    _with_k(read_knn(f["knn"], n_items), k, f["knn"]),
+                )
+                for f in items
+            ]
+        else:
+            raise ValueError(f"unknown kind of extra input {kind!r}")
+    return out
+
+
+def _n_true_clusters(labels: np.ndarray | None) -> int | None:
+    if labels is None:
+        return None
+    known = labels[labels >= 0]
+    return int(np.unique(known).size) if known.size else None
 
 
 # --------------------------------------------------------------------------------------- data
@@ -99,6 +140,19 @@ def synthesize(out_features: str, out_labels: str, spec: dict) -> dict:
     info = {"n_items": n, "n_identities": int(np.unique(labels).size)}
     log.info("synthesized %s", info)
     return info
+
+
+def synthesize_member(out_features: str, spec: dict, *, member: int) -> dict:
+    """Generate committee member ``member`` (1, 2, ...) of the synthetic full set: the same
+    images, in the same order, seen through another (perturbed) embedding model."""
+    spec = SyntheticSpec(**spec)
+    n = 0
+    with atomic_path(out_features) as tmp, open(tmp, "wb") as fh:
+        for feats, lab in generate_member_blocks(spec, member):
+            np.ascontiguousarray(feats, dtype="<f4").tofile(fh)
+            n += lab.size
+    log.info("synthesized committee member %d: %d items", member, n)
+    return {"n_items": n}
 
 
 def partition(
@@ -239,18 +293,34 @@ def train(
     seed: int,
     threads: int,
     device: str,
+    extra: dict | None = None,
 ) -> None:
-    """Train a supervised method on a labelled split; write its model with :func:`torch.save`."""
+    """Train a supervised method on a labelled split; write its model with :func:`torch.save`.
+
+    ``method_cfg`` is the method's settings on the dataset (``config.method_config``); the
+    model depends only on its training (family, k, kNN backend, ``train`` block, split), so
+    every variant that shares those shares the file.
+    """
     import torch
 
     family = get_family(method_cfg["family"])
-    if not getattr(family, "SUPERVISED", False):
+    if not family.SPEC.supervised:
         raise ValueError(f"method {method!r} (family {method_cfg['family']}) is not supervised")
     feats, lab = load_split(features, labels, dim)
     graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
-    ctx = _context(method_cfg, backends, seed=seed, threads=threads, device=device)
+    ctx = _context(
+        method_cfg,
+        backends,
+        seed=seed,
+        threads=threads,
+        device=device,
+        n_true_clusters=_n_true_clusters(lab),
+        extra=load_extra(extra, dim=dim, n_items=feats.shape[0], k=method_cfg["k"]),
+    )
     model = family.train(feats, lab, graph, context=ctx, **method_cfg.get("train", {}))
-    model["method"] = method
+    model["family"] = method_cfg["family"]
+    model["k"] = int(method_cfg["k"])
+    model["train"] = json.dumps(method_cfg.get("train", {}), sort_keys=True)
     # through a buffer: torch.save names the zip's root folder after the file, and the
     # temporary file's random name would make two identical models differ in bytes
     buf = io.BytesIO()
@@ -284,40 +354,99 @@ def cluster(
     seed: int,
     threads: int,
     device: str,
-) -> np.ndarray:
+    limits: dict | None = None,
+    extra: dict | None = None,
+) -> np.ndarray | None:
     """Cluster one split with one method; write labels (text) and a run record (JSON).
 
     The run record holds ``seconds`` (wall time of loading inputs and clustering, the
-    shared kNN graph excluded) and ``peak_rss_mb`` of the job.
+    shared kNN graph excluded) and ``peak_rss_mb`` of the job. Before anything is loaded,
+    the family's cost estimate for the split's N is checked against ``limits`` (``mem_mb``,
+    ``runtime`` in minutes): a method beyond them is refused, with an empty label file and
+    the reason in the run record (``refused``), so that its cell shows "—" and the reason
+    while the rest of the table is built. Returns the labels, or None when refused.
     """
     t0 = time.perf_counter()
     family = get_family(method_cfg["family"])
-    n_items = read_labels(labels).size if labels else None
-    feats = read_features(features, dim, n_items, labels_path=labels)
-    graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
-    model = load_model(model_path) if model_path else None
-    ctx = _context(method_cfg, backends, seed=seed, threads=threads, device=device)
-    pred = family.cluster(feats, graph, context=ctx, model=model, **method_cfg.get("params", {}))
-    pred = finalize_labels(pred)
-    seconds = time.perf_counter() - t0
-    _write_labels(out_labels, pred)
+    spec = family.SPEC
+    gt = read_labels(labels) if labels else None
+    n_items = gt.size if gt is not None else os.path.getsize(features) // (4 * dim)
     record = {
         "method": method,
         "family": method_cfg["family"],
         "params": method_cfg.get("params", {}),
         "k": method_cfg["k"],
         "knn_backend": method_cfg["knn_backend"],
-        "n_items": int(pred.size),
-        "n_clusters": int(pred.max()) + 1 if pred.size else 0,
-        "seconds": seconds,
-        "peak_rss_mb": peak_rss_mb(),
+        "n_items": int(n_items),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+    cost = spec.cost(
+        n_items,
+        dim,
+        method_cfg["k"],
+        params=method_cfg.get("params", {}),
+        train_params=method_cfg.get("train", {}),
+        train=False,
+        threads=threads,
+    )
+    record["estimate"] = {"mem_mb": cost.memory_bytes / 1e6, "seconds": cost.seconds}
+    reason = refusal(cost, limits or {})
+    if reason:
+        reason = f"{method} on {n_items:,} items {reason}"
+        log.warning("refused: %s", reason)
+        record.update(refused=reason, n_clusters=None, seconds=None, peak_rss_mb=None)
+        with atomic_path(out_labels) as tmp:
+            tmp.write_text("")
+        with atomic_path(out_run) as tmp:
+            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        return None
+    feats = read_features(features, dim, n_items, labels_path=labels)
+    graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
+    model = load_model(model_path) if model_path else None
+    if model is not None:
+        _check_model(model, method_cfg, model_path)
+    ctx = _context(
+        method_cfg,
+        backends,
+        seed=seed,
+        threads=threads,
+        device=device,
+        n_true_clusters=_n_true_clusters(gt),
+        extra=load_extra(extra, dim=dim, n_items=feats.shape[0], k=method_cfg["k"]),
+    )
+    pred = family.cluster(feats, graph, context=ctx, model=model, **method_cfg.get("params", {}))
+    pred = np.asarray(pred)
+    if pred.shape != (feats.shape[0],):
+        raise RuntimeError(
+            f"{method}: family {method_cfg['family']} returned labels of shape {pred.shape} "
+            f"for {feats.shape[0]} items"
+        )
+    pred = finalize_labels(pred)
+    seconds = time.perf_counter() - t0
+    _write_labels(out_labels, pred)
+    record.update(
+        n_clusters=int(pred.max()) + 1 if pred.size else 0,
+        seconds=seconds,
+        peak_rss_mb=peak_rss_mb(),
+    )
     with atomic_path(out_run) as tmp:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     log.info("%s: %d clusters in %.1f s", method, record["n_clusters"], seconds)
     return pred
+
+
+def _check_model(model: dict, method_cfg: dict, path: str) -> None:
+    """A model file must come from this method's family and k."""
+    family = model.get("family", method_cfg["family"])
+    if family != method_cfg["family"]:
+        raise InputError(
+            f"{path}: a model of family {family!r}, but the method is {method_cfg['family']!r}"
+        )
+    if "k" in model and int(model["k"]) != int(method_cfg["k"]):
+        raise InputError(
+            f"{path}: a model trained with k={model['k']}, the method has k={method_cfg['k']}"
+        )
 
 
 # ----------------------------------------------------------------------------------- evaluate
@@ -335,16 +464,19 @@ def evaluate(
 ) -> dict:
     """Score predicted labels against ground truth; write one row of :data:`METRIC_COLUMNS`."""
     gt = read_labels(gt_labels)
-    pred = read_labels(pred_labels)
-    if gt.size != pred.size:
-        raise InputError(
-            f"{pred_labels}: {pred.size} predicted labels, but {gt_labels} has {gt.size}"
-        )
     record = json.loads(Path(run).read_text())
     row = {"dataset": dataset, "split": split, "method": method}
-    row.update(_metrics.evaluate(gt, pred))
-    row["seconds"] = record["seconds"]
-    row["peak_rss_mb"] = record["peak_rss_mb"]
+    if record.get("refused"):  # beyond its limits: no labels, the reason instead
+        row.update(n_items=int(gt.size), note=record["refused"])
+    else:
+        pred = read_labels(pred_labels)
+        if gt.size != pred.size:
+            raise InputError(
+                f"{pred_labels}: {pred.size} predicted labels, but {gt_labels} has {gt.size}"
+            )
+        row.update(_metrics.evaluate(gt, pred))
+        row["seconds"] = record["seconds"]
+        row["peak_rss_mb"] = record["peak_rss_mb"]
     with atomic_path(out) as tmp:
         pd.DataFrame([row], columns=METRIC_COLUMNS).to_csv(tmp, sep="\t", index=False)
     log.info("%s", row)
@@ -382,18 +514,37 @@ def table(
     flat.columns = [f"{metric}_{split}" for metric, split in wide.columns]
     with atomic_path(out_tsv) as tmp:
         flat.round(2).to_csv(tmp, sep="\t", index_label="method")
+    cells = read_cells(cells)
     lines = [f"# {dataset}", ""]
-    for metric, title in TABLE_METRICS.items():
-        lines += [f"## {title} (%)", ""]
+    sections = [(title + " (%)", wide[metric], "{:.2f}") for metric, title in TABLE_METRICS.items()]
+    if not cells.empty:
+        seconds = cells.pivot(index="method", columns="split", values="seconds")
+        seconds = seconds.reindex(index=list(methods), columns=list(splits))
+        sections.append(("Wall time of the cluster job (s)", seconds, "{:.1f}"))
+    for title, values, fmt in sections:
+        lines += [f"## {title}", ""]
         lines.append("| method | " + " | ".join(splits) + " |")
         lines.append("|---|" + "---:|" * len(splits))
         for m in methods:
-            vals = [wide.loc[m, (metric, s)] for s in splits]
-            lines.append(f"| {m} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+            vals = [values.loc[m, s] for s in splits]
+            lines.append(f"| {m} | " + " | ".join(_cell(v, fmt) for v in vals) + " |")
+        lines.append("")
+    notes = (
+        cells[cells["note"].notna() & (cells["note"].astype(str) != "")] if "note" in cells else []
+    )
+    if len(notes):
+        lines += ["## Cells not run (—)", ""]
+        for _, row in notes.iterrows():
+            lines.append(f"- {row['method']} / {row['split']}: {row['note']}")
         lines.append("")
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(lines))
     return flat
+
+
+def _cell(value, fmt: str) -> str:
+    """A table cell: the formatted number, or "—" for a cell that was not run."""
+    return "—" if pd.isna(value) else fmt.format(value)
 
 
 def run_logged(log_path: str | None, fn, /, *args, **kwargs):

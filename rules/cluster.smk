@@ -10,8 +10,8 @@ rule cluster:
         "results/benchmarks/cluster/{dataset}/{split}/{method}.tsv"
     conda:
         # each method family names its env (CDP needs no torch)
-        lambda wc: f"../envs/{family_of(wc.method).CONDA_ENV}.yaml"
-    threads: 16
+        lambda wc: f"../envs/{spec_of(wc.method).conda_env}.yaml"
+    threads: lambda wc: method_threads(wc.method)
     resources:
         mem_mb=lambda wc, threads, attempt: method_resources(
             wc.dataset, wc.split, wc.method, threads, attempt, train=False
@@ -19,9 +19,11 @@ rule cluster:
         runtime=lambda wc, threads, attempt: method_resources(
             wc.dataset, wc.split, wc.method, threads, attempt, train=False
         )["runtime"],
-        gpu=lambda wc: int(family_of(wc.method).GPU),
+        gpu=lambda wc: int(spec_of(wc.method).gpu),
     params:
-        method_cfg=lambda wc: METHODS[wc.method],
+        method_cfg=lambda wc: mcfg(wc.dataset, wc.method),
+        limits=lambda wc: method_limits(config, wc.method, wc.dataset),
+        extra=lambda wc: extra_files(wc.dataset, wc.split, wc.method),
         backends=BACKENDS,
         dim=lambda wc: DATASETS[wc.dataset]["dim"],
         seed=config["seed"],

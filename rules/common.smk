@@ -1,10 +1,13 @@
+import hashlib
+import json
 import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from facecluster.config import validate_config
-from facecluster.methods import get_family
+from facecluster import resources
+from facecluster.config import method_config, method_limits, validate_config
+from facecluster.methods import get_spec
 
 validate_config(config, f"{workflow.basedir}/config/schema.yaml")
 
@@ -20,6 +23,8 @@ wildcard_constraints:
     split=r"[A-Za-z0-9]+",
     k=r"\d+",
     archive=r"[A-Za-z0-9_]+",
+    member=r"[A-Za-z0-9]+",
+    model=r"[A-Za-z0-9_]+",
 
 
 def split_stem(dataset, split):
@@ -112,40 +117,128 @@ def given_knn(dataset, split, k):
     return f"{folder}/faiss_k_{ks[0]}.npz" if ks else None
 
 
-def knn_path(dataset, split, method):
-    m = METHODS[method]
-    if BACKENDS[m["knn_backend"]]["index"] == "flat":
-        given = given_knn(dataset, split, m["k"])
+def mcfg(dataset, method):
+    """Settings of ``method`` on ``dataset`` (its per_dataset entry merged in)."""
+    return method_config(config, method, dataset)
+
+
+def spec_of(method):
+    return get_spec(METHODS[method]["family"])
+
+
+def knn_k(dataset, backend, k):
+    """k of the one kNN graph per (dataset, split, backend): the largest k that any method
+    of the dataset needs with that backend (and at least ``k``); smaller k are cut from it."""
+    ks = [k]
+    for m in DATASETS[dataset]["methods"]:
+        c = mcfg(dataset, m)
+        if c["knn_backend"] == backend:
+            ks.append(c["k"])
+    return max(ks)
+
+
+def knn_file(dataset, split, backend, k, member=None):
+    """The kNN graph a method with (backend, k) reads: a learn-to-cluster file of the
+    dataset's data_dir when one with K >= k exists (flat backend only), else the shared
+    graph of the split at the largest k (of the base features, or of a committee member)."""
+    if member is None and BACKENDS[backend]["index"] == "flat":
+        given = given_knn(dataset, split, k)
         if given:
             return given
-    return f"results/{dataset}/{split}/knn/{m['knn_backend']}_k{m['k']}.npz"
+    K = knn_k(dataset, backend, k)
+    if member is not None:
+        return f"results/{dataset}/{split}/committee/{member}/knn/{backend}_k{K}.npz"
+    return f"results/{dataset}/{split}/knn/{backend}_k{K}.npz"
+
+
+def knn_path(dataset, split, method):
+    m = mcfg(dataset, method)
+    return knn_file(dataset, split, m["knn_backend"], m["k"])
+
+
+def committee_features_path(dataset, split, member):
+    """Features of committee member ``member`` for ``split`` (same items as the split)."""
+    d = DATASETS[dataset]
+    if d["source"] == "data_dir":
+        return f"{d['data_dir']}/committee/{member}/{split_stem(dataset, split)}.bin"
+    return f"resources/{dataset}/committee/{member}/{split}.bin"
+
+
+def extra_files(dataset, split, method):
+    """The extra inputs a family declares (``FamilySpec.needs``), by kind, as file paths."""
+    m, extra = mcfg(dataset, method), {}
+    for kind in spec_of(method).needs:
+        if kind == "committee":
+            extra[kind] = [
+                {
+                    "features": committee_features_path(dataset, split, member),
+                    "knn": knn_file(dataset, split, m["knn_backend"], m["k"], member),
+                }
+                for member in DATASETS[dataset]["committee"]
+            ]
+    return extra
+
+
+def _flat_inputs(extra):
+    """Named inputs of the files in ``extra_files`` (so they enter the DAG)."""
+    return {
+        f"{kind}_{i}_{name}": path
+        for kind, items in extra.items()
+        for i, files in enumerate(items)
+        for name, path in files.items()
+    }
 
 
 def is_supervised(method):
-    return bool(get_family(METHODS[method]["family"]).SUPERVISED)
+    return spec_of(method).supervised
+
+
+def model_name(dataset, method):
+    """A trained model is keyed by its training, not by the variant: the family, k, kNN
+    backend, ``train`` block, train split (and committee) hash to one name, so variants
+    that differ only in clustering parameters share one model file."""
+    m = mcfg(dataset, method)
+    key = {
+        "family": m["family"],
+        "k": m["k"],
+        "knn_backend": BACKENDS[m["knn_backend"]],
+        "train": m["train"],
+        "train_split": train_split(dataset),
+        "extra": extra_files(dataset, train_split(dataset), method),
+    }
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{m['family']}_{digest}"
+
+
+def model_method(dataset, model):
+    """A method whose training is ``model`` (any of the variants that share it)."""
+    for method, m in METHODS.items():
+        if spec_of(method).supervised and model_name(dataset, method) == model:
+            return method
+    raise ValueError(f"no supervised method of dataset {dataset!r} trains model {model!r}")
 
 
 def cluster_inputs(wildcards):
+    dataset, split, method = wildcards.dataset, wildcards.split, wildcards.method
     inputs = {
-        "features": features_path(wildcards.dataset, wildcards.split),
-        "labels": labels_path(wildcards.dataset, wildcards.split),
-        "knn": knn_path(wildcards.dataset, wildcards.split, wildcards.method),
+        "features": features_path(dataset, split),
+        "labels": labels_path(dataset, split),
+        "knn": knn_path(dataset, split, method),
+        **_flat_inputs(extra_files(dataset, split, method)),
     }
-    if is_supervised(wildcards.method):
-        inputs["model"] = f"results/{wildcards.dataset}/models/{wildcards.method}.pt"
+    if is_supervised(method):
+        inputs["model"] = f"results/{dataset}/models/{model_name(dataset, method)}.pt"
     return inputs
 
 
 def train_inputs(wildcards):
-    if not is_supervised(wildcards.method):
-        raise ValueError(
-            f"method {wildcards.method!r} is unsupervised: nothing to train"
-        )
-    split = train_split(wildcards.dataset)
+    dataset, method = wildcards.dataset, model_method(wildcards.dataset, wildcards.model)
+    split = train_split(dataset)
     return {
-        "features": features_path(wildcards.dataset, split),
-        "labels": labels_path(wildcards.dataset, split),
-        "knn": knn_path(wildcards.dataset, split, wildcards.method),
+        "features": features_path(dataset, split),
+        "labels": labels_path(dataset, split),
+        "knn": knn_path(dataset, split, method),
+        **_flat_inputs(extra_files(dataset, split, method)),
     }
 
 
@@ -163,17 +256,15 @@ def all_tables():
     return expand("results/tables/{dataset}.md", dataset=config["all"])
 
 
-# ---- resources, from the split's size N, the dimension D and k; memory and runtime grow
-# with the attempt, so `retries` escalates a job that ran out of either.
+# ---- resources, from the split's size N, the dimension D and k (facecluster.resources and
+# each family's own estimate); memory and runtime grow with the attempt, so `retries`
+# escalates a job that ran out of either.
 #
 # Estimates use only wildcards, never input files, so a dry run on a fresh clone prints
 # them: N comes from the features file once it exists, else from the dataset's `images`,
 # else from the synthetic scale.
 
 MS1M_IDENTITIES_PER_PART = 8573
-# sustained fp32 GEMM per core, with room for top-k selection
-CPU_FLOPS_PER_THREAD = 1e10
-GPU_FLOPS = 5e12
 
 
 def n_images(dataset, split):
@@ -196,13 +287,9 @@ def n_images(dataset, split):
     return 100_000  # unknown (no `images` entry): a modest default, below the GPU threshold
 
 
-def family_of(method):
-    return get_family(METHODS[method]["family"])
-
-
 def gigabytes_mb(n_bytes, attempt, base=1000):
     """mem_mb: ``base`` MB plus ``n_bytes`` with 20 % headroom, times the attempt."""
-    return int((base + 1.2 * n_bytes / 1e6) * attempt)
+    return resources.mem_mb(resources.Cost(n_bytes, 0), attempt, base_mb=base)
 
 
 def knn_gpu(dataset, split):
@@ -212,39 +299,49 @@ def knn_gpu(dataset, split):
 
 def knn_resources(dataset, split, k, backend, threads, attempt):
     """mem_mb and runtime of building one split's kNN graph."""
-    n, dim = n_images(dataset, split), DATASETS[dataset]["dim"]
-    gpu = knn_gpu(dataset, split)
-    flops = 2.0 * n * n * dim
-    if BACKENDS[backend]["index"] != "flat":
-        flops /= 10  # IVF/HNSW visit a small fraction of the points
-    seconds = flops / (GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * threads)
+    cost = resources.knn_cost(
+        n_images(dataset, split),
+        DATASETS[dataset]["dim"],
+        k,
+        index=BACKENDS[backend]["index"],
+        gpu=bool(knn_gpu(dataset, split)),
+        threads=threads,
+    )
     return {
-        # features, faiss' result buffers and the written (nbrs, sims): 16 bytes per edge
-        "mem_mb": gigabytes_mb(n * (4 * dim + 16 * k), attempt, base=1500),
-        "runtime": int((10 + seconds / 60) * attempt),
+        "mem_mb": resources.mem_mb(cost, attempt, base_mb=1500),
+        "runtime": resources.runtime_minutes(cost, attempt),
     }
+
+
+def method_cost(dataset, split, method, threads, train):
+    m = mcfg(dataset, method)
+    return resources.method_cost(
+        spec_of(method),
+        n_images(dataset, split),
+        DATASETS[dataset]["dim"],
+        m["k"],
+        params=m["params"],
+        train_params=m["train"],
+        train=train,
+        threads=threads,
+    )
 
 
 def method_resources(dataset, split, method, threads, attempt, train):
-    """mem_mb and runtime of training or clustering one split with one method."""
-    m, family = METHODS[method], family_of(method)
-    n, dim = n_images(dataset, split), DATASETS[dataset]["dim"]
-    mem = family.memory_bytes(n, dim, m["k"], train=train, **m.get("train", {}))
-    rate = GPU_FLOPS if family.GPU else CPU_FLOPS_PER_THREAD * threads
-    hidden = m.get("train", {}).get("hidden", 512)
-    if train:  # forward + backward of the dense layers, per epoch
-        epochs = m.get("train", {}).get("epochs", 100)
-        seconds = epochs * 6.0 * n * (2 * dim + 2 * hidden) * hidden / rate
-    elif family.SUPERVISED:  # inference, then a kNN on the hidden features
-        seconds = (
-            2.0 * n * n * hidden + 2.0 * n * (2 * dim + 2 * hidden) * hidden
-        ) / rate
-    else:
-        seconds = n * m["k"] * 1e-6
+    """mem_mb and runtime of training or clustering one split with one method; a cluster
+    job beyond its limits only writes why it was refused, so it asks for little."""
+    cost = method_cost(dataset, split, method, threads, train)
+    if not train and resources.refusal(cost, method_limits(config, method, dataset)):
+        cost = resources.Cost(0, 0)
     return {
-        "mem_mb": gigabytes_mb(mem, attempt, base=2000),
-        "runtime": int((15 + seconds / 60) * attempt),
+        "mem_mb": resources.mem_mb(cost, attempt, base_mb=2000),
+        "runtime": resources.runtime_minutes(cost, attempt, base_min=15),
     }
+
+
+def method_threads(method):
+    """Threads of a train/cluster job: as many as the family can use, at most 16."""
+    return min(16, spec_of(method).threads)
 
 
 def train_split(dataset):

@@ -94,3 +94,57 @@ rule partition:
         seed=config["seed"],
     script:
         "../workflow_scripts/partition.py"
+
+
+# Committee members of a synthetic dataset: the same images seen through other (perturbed)
+# embedding models, for CDP vote / mediator. Each member is generated on its own (it
+# replays the seeded base draws) and partitioned with the base labels.
+rule synthesize_member:
+    output:
+        "resources/{dataset}/full/committee/{member}.bin",
+    log:
+        "results/logs/synthesize/{dataset}_{member}.log",
+    benchmark:
+        "results/benchmarks/synthesize/{dataset}_{member}.tsv"
+    conda:
+        "../envs/eval.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: 2000 * attempt,
+        runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        spec=lambda wc: {
+            **DATASETS[wc.dataset]["synthetic"],
+            "dim": DATASETS[wc.dataset]["dim"],
+            "seed": config["seed"],
+        },
+        member=lambda wc: DATASETS[wc.dataset]["committee"].index(wc.member) + 1,
+    script:
+        "../workflow_scripts/synthesize_member.py"
+
+
+rule partition_member:
+    input:
+        features="resources/{dataset}/full/committee/{member}.bin",
+        labels="resources/{dataset}/full/labels.meta",
+    output:
+        "resources/{dataset}/committee/{member}/{split}.bin",
+    log:
+        "results/logs/partition/{dataset}/{split}_{member}.log",
+    benchmark:
+        "results/benchmarks/partition/{dataset}/{split}_{member}.tsv"
+    conda:
+        "../envs/eval.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: gigabytes_mb(
+            n_images(wc.dataset, wc.split) * (4 * DATASETS[wc.dataset]["dim"] + 32),
+            attempt,
+        ),
+        runtime=lambda wc, attempt: int(
+            (10 + n_images(wc.dataset, wc.split) / 1e6 * 5) * attempt
+        ),
+    params:
+        dim=lambda wc: DATASETS[wc.dataset]["dim"],
+        n_parts=lambda wc: DATASETS[wc.dataset]["n_parts"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/partition_member.py"

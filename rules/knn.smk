@@ -1,3 +1,5 @@
+# One kNN graph per (dataset, split, backend) at the largest k its methods need
+# (common.smk: knn_k); methods with a smaller k cut it.
 rule knn:
     input:
         features=lambda wc: features_path(wc.dataset, wc.split),
@@ -26,3 +28,16 @@ rule knn:
         seed=config["seed"],
     script:
         "../workflow_scripts/knn.py"
+
+
+# The same for a committee member's features of the split (CDP vote / mediator).
+use rule knn as committee_knn with:
+    input:
+        features=lambda wc: committee_features_path(wc.dataset, wc.split, wc.member),
+        labels=lambda wc: labels_path(wc.dataset, wc.split),
+    output:
+        "results/{dataset}/{split}/committee/{member}/knn/{backend}_k{k}.npz",
+    log:
+        "results/logs/knn/{dataset}/{split}/committee_{member}_{backend}_k{k}.log",
+    benchmark:
+        "results/benchmarks/knn/{dataset}/{split}/committee_{member}_{backend}_k{k}.tsv"

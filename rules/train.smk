@@ -1,20 +1,22 @@
+# One model per training ({model} = family + a hash of k, kNN backend, `train` block and
+# train split): variants that differ only in clustering parameters share it.
 rule train:
     input:
         unpack(train_inputs),
     output:
-        "results/{dataset}/models/{method}.pt",
+        "results/{dataset}/models/{model}.pt",
     log:
-        "results/logs/train/{dataset}/{method}.log",
+        "results/logs/train/{dataset}/{model}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}/{method}.tsv"
+        "results/benchmarks/train/{dataset}/{model}.tsv"
     conda:
-        lambda wc: f"../envs/{family_of(wc.method).CONDA_ENV}.yaml"
-    threads: 16
+        lambda wc: f"../envs/{spec_of(model_method(wc.dataset, wc.model)).conda_env}.yaml"
+    threads: lambda wc: method_threads(model_method(wc.dataset, wc.model))
     resources:
         mem_mb=lambda wc, threads, attempt: method_resources(
             wc.dataset,
             train_split(wc.dataset),
-            wc.method,
+            model_method(wc.dataset, wc.model),
             threads,
             attempt,
             train=True,
@@ -22,14 +24,18 @@ rule train:
         runtime=lambda wc, threads, attempt: method_resources(
             wc.dataset,
             train_split(wc.dataset),
-            wc.method,
+            model_method(wc.dataset, wc.model),
             threads,
             attempt,
             train=True,
         )["runtime"],
-        gpu=lambda wc: int(family_of(wc.method).GPU),
+        gpu=lambda wc: int(spec_of(model_method(wc.dataset, wc.model)).gpu),
     params:
-        method_cfg=lambda wc: METHODS[wc.method],
+        method=lambda wc: model_method(wc.dataset, wc.model),
+        method_cfg=lambda wc: mcfg(wc.dataset, model_method(wc.dataset, wc.model)),
+        extra=lambda wc: extra_files(
+            wc.dataset, train_split(wc.dataset), model_method(wc.dataset, wc.model)
+        ),
         backends=BACKENDS,
         dim=lambda wc: DATASETS[wc.dataset]["dim"],
         seed=config["seed"],

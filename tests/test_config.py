@@ -42,7 +42,26 @@ def test_schema_families_match_registry():
             "datasets.synth.synthetic.scale",
         ),
         (lambda c: c["datasets"]["synth"].update(source="labelled"), "datasets.synth"),
-        (lambda c: c["datasets"]["synth"]["methods"].append("gcnd"), "datasets.synth.methods[2]"),
+        (lambda c: c["datasets"]["synth"]["methods"].append("gcnd"), "unknown method 'gcnd'"),
+        (
+            lambda c: c["methods"]["cdp"]["per_dataset"].update(nosuch={"k": 2}),
+            "methods.cdp.per_dataset.nosuch: unknown dataset",
+        ),
+        (
+            lambda c: c["methods"]["cdp"]["per_dataset"]["deepfashion"].update(knn_backend="x"),
+            "methods.cdp.per_dataset.deepfashion.knn_backend",
+        ),
+        (
+            lambda c: c["methods"]["cdp"]["per_dataset"]["deepfashion"]["params"].update(th=2),
+            "methods.cdp.per_dataset.deepfashion.params.th",
+        ),
+        (lambda c: c["datasets"]["ytf"]["methods"].append("gcnv"), "datasets.ytf.methods[7]"),
+        (
+            lambda c: c["datasets"]["ms1m"]["methods"].append("cdp_vote"),
+            "'cdp_vote' needs a committee",
+        ),
+        (lambda c: c.update(limits={"mem_mb": 0}), "limits.mem_mb"),
+        (lambda c: c["datasets"]["synth"].update(limits={"runtme": 3}), "datasets.synth.limits"),
         (lambda c: c["methods"]["cdp"].update(knn_backend="annoy"), "methods.cdp.knn_backend"),
         (lambda c: c.update(all=["nosuch"]), "all[0]"),
         (lambda c: c["datasets"]["synth"]["test_splits"].append("part0"), "test_splits"),
@@ -67,6 +86,29 @@ def test_bad_config_names_the_key(config, mutate, key):
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     assert key in str(err.value)
+
+
+def test_per_dataset_settings_of_the_published_ids(config):
+    from facecluster.config import method_config, method_limits
+
+    validate_config(config)
+    fashion = method_config(config, "cdp", "deepfashion")
+    assert fashion["k"] == 2 and fashion["params"] == {
+        "th": 0.5,
+        "max_sz": 200,
+        "step": 0.05,
+        "max_iter": 100,
+    }
+    assert method_config(config, "cdp", "ms1m")["k"] == 15
+    gcnv = method_config(config, "gcnv", "deepfashion")
+    assert (gcnv["k"], gcnv["params"]["tau_0"], gcnv["params"]["tau"]) == (5, 0.8, 0.85)
+    assert gcnv["train"]["weight_decay"] == 1e-4 and gcnv["train"]["lr"] == 0.1
+    assert method_config(config, "infomap", "ytf")["params"]["min_sim"] == 0.56
+    # limits: the top-level ones, then the dataset's, then the method's
+    assert method_limits(config, "cdp", "ms1m") == config["limits"]
+    assert method_limits(config, "cdp", "synth") == config["datasets"]["synth"]["limits"]
+    config["methods"]["cdp"]["limits"] = {"runtime": 1}
+    assert method_limits(config, "cdp", "synth")["runtime"] == 1
 
 
 def test_all_errors_reported_at_once(config):

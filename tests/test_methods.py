@@ -19,9 +19,8 @@ def graph(small_synth):
 def test_registry():
     assert set(FAMILIES) >= {"gcnv", "cdp"}
     assert get_family("cdp") is cdp and get_family("gcnv") is gcnv
-    assert gcnv.SUPERVISED and not cdp.SUPERVISED
-    with pytest.raises(KeyError, match="unknown method family 'nope'.*cdp"):
-        get_family("nope")
+    assert gcnv.SPEC.supervised and not cdp.SPEC.supervised
+    assert gcnv.SPEC.gpu and gcnv.SPEC.conda_env == "torch" and cdp.SPEC.conda_env == "eval"
 
 
 def test_cdp_clusters_synthetic(graph):

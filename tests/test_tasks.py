@@ -162,3 +162,34 @@ def test_place_split_rejects_a_bad_split_and_writes_nothing(split, damage):
             str(d / "f.bin"), str(d / "l.meta"), str(d / "o.bin"), str(d / "o.meta"), dim=dim
         )
     assert not (d / "o.bin").exists() and not (d / "o.meta").exists()
+
+
+def test_a_method_beyond_its_limits_is_refused_and_shown_as_a_dash(split, tmp_path):
+    d, feats, labels = split
+    write_knn(d / "k.npz", brute_force_knn(feats, 5))
+    kw = dict(method="cdp", method_cfg=CDP, backends=BACKENDS, dim=32, seed=0, threads=1)
+    paths = [str(d / "f.bin"), str(d / "l.meta"), str(d / "k.npz"), None]
+    out = tasks.cluster(
+        *paths, str(d / "r.labels"), str(d / "r.json"), device="cpu", limits={"mem_mb": 0}, **kw
+    )
+    assert out is None and (d / "r.labels").read_text() == ""
+    record = json.loads((d / "r.json").read_text())
+    assert "limits.mem_mb" in record["refused"] and f"{labels.size:,} items" in record["refused"]
+    row = tasks.evaluate(
+        str(d / "l.meta"), str(d / "r.labels"), str(d / "r.json"), str(d / "r.tsv"),
+        dataset="x", split="part1", method="cdp",
+    )  # fmt: skip
+    assert np.isnan(row.get("pairwise_f", np.nan)) and "limits.mem_mb" in row["note"]
+    # a cell within its limits next to it
+    tasks.cluster(*paths, str(d / "a.labels"), str(d / "a.json"), device="cpu", **kw)
+    tasks.evaluate(
+        str(d / "l.meta"), str(d / "a.labels"), str(d / "a.json"), str(d / "a.tsv"),
+        dataset="x", split="part3", method="cdp",
+    )  # fmt: skip
+    flat = tasks.table(
+        [str(d / "r.tsv"), str(d / "a.tsv")], str(d / "t.tsv"), str(d / "t.md"),
+        dataset="x", methods=["cdp"], splits=["part1", "part3"],
+    )  # fmt: skip
+    assert np.isnan(flat.loc["cdp", "pairwise_f_part1"]) and flat.loc["cdp", "pairwise_f_part3"] > 0
+    md = (d / "t.md").read_text()
+    assert "| cdp | — | " in md and "- cdp / part1: cdp on" in md

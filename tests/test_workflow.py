@@ -48,9 +48,13 @@ def test_end_to_end_outputs(runs):
     for title in ("Pairwise F", "BCubed F", "NMI"):
         assert title in md
     table = pd.read_csv(out / "tables" / "synth.tsv", sep="\t", index_col="method")
-    assert list(table.index) == ["gcnv", "cdp"]
+    assert list(table.index) == ["gcnv", "gcnv_tau", "cdp", "cdp_vote", "infomap", "spectral"]
     assert {"pairwise_f_part1", "bcubed_f_part3", "nmi_part1"} <= set(table.columns)
-    assert table.notna().all().all()
+    # spectral is beyond its limit (mem_mb: 1): "—" and the reason, the rest is complete
+    assert table.drop(index="spectral").notna().all().all()
+    assert table.loc["spectral"].isna().all()
+    assert "| spectral | — | — |" in md
+    assert "spectral / part1: spectral on" in md and "limits.mem_mb" in md
     cell = pd.read_csv(out / "synth" / "part3" / "gcnv.tsv", sep="\t")
     assert list(cell.columns) == METRIC_COLUMNS and len(cell) == 1
     row = cell.iloc[0]
@@ -65,9 +69,24 @@ def test_end_to_end_outputs(runs):
 
 def test_same_config_gives_identical_labels(runs):
     a, b = (sorted((d / "results" / "synth").rglob("*.labels")) for d in runs)
-    assert len(a) == 4
+    assert len(a) == 12
     for x, y in zip(a, b, strict=True):
         assert x.read_bytes() == y.read_bytes(), x
+
+
+def test_one_knn_per_split_and_one_model_per_training(runs):
+    res = runs[0] / "results" / "synth"
+    # cdp (k 10), gcnv (k 20) and infomap (k 50) read one exact graph, at k 50
+    for split in ("part1", "part3"):
+        assert sorted(p.name for p in (res / split / "knn").iterdir()) == ["flat_k50.npz"]
+        members = sorted(p.parent.parent.name for p in (res / split / "committee").rglob("*.npz"))
+        assert members == ["m1", "m2"]
+    # gcnv and gcnv_tau differ only in tau: one model
+    models = list((res / "models").iterdir())
+    assert len(models) == 1 and models[0].name.startswith("gcnv_")
+    a = (res / "part1" / "gcnv.labels").read_text()
+    b = (res / "part1" / "gcnv_tau.labels").read_text()
+    assert a != b  # ... clustered at two taus
 
 
 def test_rerun_has_nothing_to_do(runs):
@@ -79,6 +98,29 @@ def test_dry_run_lists_whole_chain(tmp_path):
     proc = snakemake("-n", "results/synth/part9/gcnv.tsv", cwd=tmp_path)
     jobs = set(re.findall(r"^rule (\w+):", proc.stdout, flags=re.M))
     assert jobs == {"synthesize", "partition", "knn", "train", "cluster", "evaluate"}
+
+
+PUBLISHED = ROOT.parent / "shared" / "reference" / "published_results.tsv"
+
+
+def test_every_published_ms1m_id_resolves_with_ms1m_settings(tmp_path):
+    """`results/ms1m/part1/{id}.tsv` plans for every id of our registry with an MS1M row."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    ours = set(config["methods"])
+    if PUBLISHED.is_file():
+        published = set(pd.read_csv(PUBLISHED, sep="\t").query("dataset == 'ms1m'")["method_id"])
+        ids = sorted(published & ours)
+    else:
+        ids = sorted(config["datasets"]["ms1m"]["methods"])
+    assert {"cw", "aro", "minibatch_kmeans", "knn_dbscan", "fast_hac", "dask_spectral"} <= set(ids)
+    assert {"cdp", "gcnv", "infomap"} <= set(ids)
+    targets = [f"results/ms1m/part1/{m}.tsv" for m in ids]
+    proc = snakemake("-n", "-p", *targets, cwd=tmp_path)
+    for m in ids:
+        assert f"results/ms1m/part1/{m}.tsv" in proc.stdout, m
+    # one exact kNN of part1 at the largest k that MS1M's methods need (80)
+    knn_jobs = re.findall(r"results/ms1m/part1/knn/(\w+)\.npz", proc.stdout)
+    assert set(knn_jobs) == {"flat_k80"}, knn_jobs
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
@@ -292,4 +334,5 @@ def test_gpu_profile_serialises_gpu_jobs(tmp_path):
         done = re.search(r"Finished jobid: (\d+)", block)
         if done:
             running.discard(done.group(1))
-    assert len(gpu_jobs) == 3 and most == 1  # train + cluster on part1 and part3
+    # one train (gcnv and gcnv_tau share the model) + 2 x 2 cluster jobs
+    assert len(gpu_jobs) == 5 and most == 1

@@ -15,6 +15,8 @@ tasks.run_logged(
     snakemake.output.run,
     method=snakemake.wildcards.method,
     method_cfg=snakemake.params.method_cfg,
+    limits=snakemake.params.limits,
+    extra=snakemake.params.extra,
     backends=snakemake.params.backends,
     dim=snakemake.params.dim,
     seed=snakemake.params.seed,

@@ -70,7 +70,8 @@ def partition_files(
     Parameters
     ----------
     features_path, labels_path : the full set (``.bin`` float32 (N, dim), ``.meta``).
-    out_features, out_labels : split name -> output path (``.bin`` / ``.meta``).
+    out_features, out_labels : split name -> output path (``.bin`` / ``.meta``); a split
+        missing from ``out_labels`` gets no label file (committee feature sets).
     dim : feature dimension.
     n_parts : number of identity-disjoint parts.
     seed : seeds the identity shuffle.
@@ -105,6 +106,7 @@ def partition_files(
                         f"{features_path}: rows contain NaN or Inf (first rows: {bad[:5].tolist()})"
                     )
                 block.tofile(fh)
-        write_labels(out_labels[split], labels[idx])
+        if split in out_labels:  # a committee member's split has the base split's labels
+            write_labels(out_labels[split], labels[idx])
         counts[split] = int(idx.size)
     return counts

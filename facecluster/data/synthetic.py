@@ -25,6 +25,18 @@ separable and a GCN would memorise them instead of learning something that trans
 
 ``scale = 1.0`` gives MS1M's size: 10 parts of 8,573 identities (about 5.8M images).
 Generation streams over blocks of identities, so memory stays bounded at any scale.
+
+Committee members (CDP's committee: the same images seen through differently perturbed
+embedding models) come from :func:`generate_member_blocks`. Member ``m`` re-uses every draw
+of the base (identities, image counts, sub-mode choices, spreads, labels) and mixes each
+Gaussian latent of the base with an independent one of its own,
+``sqrt(1 - t**2) * base + t * own``: the identity latents (centre and sub-mode offsets) with
+``t = member_identity_noise`` (the model places identities a little differently) and the
+image noise with ``t = member_image_noise`` (the model's own errors on each image). The mix
+keeps every latent's distribution, so a member is statistically as good a clustering input
+as the base, while its errors are only partly shared with the base and the other members.
+Member streams are seeded from ``(seed, member)``: each member is deterministic and
+independent of the others.
 """
 
 from __future__ import annotations
@@ -34,7 +46,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SyntheticSpec", "n_identities", "generate_blocks", "generate"]
+__all__ = [
+    "SyntheticSpec",
+    "n_identities",
+    "generate_blocks",
+    "generate",
+    "generate_member_blocks",
+    "generate_member",
+]
 
 MS1M_IDENTITIES_PER_PART = 8573
 MS1M_PARTS = 10
@@ -59,6 +78,8 @@ class SyntheticSpec:
     spread_sigma: float = 0.15
     label_noise: float = 0.03
     seed: int = 0
+    member_identity_noise: float = 0.3
+    member_image_noise: float = 0.3
 
 
 def n_identities(spec: SyntheticSpec) -> int:
@@ -72,12 +93,30 @@ def _image_counts(spec: SyntheticSpec, n_ids: int, rng: np.random.Generator) -> 
     return np.clip(counts, spec.min_images, spec.max_images)
 
 
-def _centres(spec: SyntheticSpec, n_ids: int, rng: np.random.Generator) -> np.ndarray:
+def _centre_latents(
+    spec: SyntheticSpec, n_ids: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The centres' subspace basis (D, centre_rank), low-rank latents and isotropic parts."""
     basis, _ = np.linalg.qr(rng.standard_normal((spec.dim, spec.centre_rank)))
     z = rng.standard_normal((n_ids, spec.centre_rank)) / np.sqrt(spec.centre_rank)
     iso = rng.standard_normal((n_ids, spec.dim)) / np.sqrt(spec.dim)
+    return basis, z, iso
+
+
+def _centres_from(
+    spec: SyntheticSpec, basis: np.ndarray, z: np.ndarray, iso: np.ndarray
+) -> np.ndarray:
     c = z @ basis.T + spec.isotropic * iso
     return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def _mix(base: np.ndarray, own: np.ndarray, t: float) -> np.ndarray:
+    """``sqrt(1 - t**2) * base + t * own``: keeps a standard Gaussian standard."""
+    return np.sqrt(1.0 - t * t) * base + t * own
+
+
+#: entropy word that separates the members' seed sequences from the base's
+_MEMBER_TAG = 0x6D656D62
 
 
 #: identities generated per block (each block has its own seeded random stream, so this
@@ -91,22 +130,60 @@ def generate_blocks(spec: SyntheticSpec) -> Iterator[tuple[np.ndarray, np.ndarra
     Identities are numbered 0..n_identities-1 and appear in order; the output depends only
     on ``spec`` (including ``seed``). Memory is bounded by one block of identities.
     """
+    yield from _blocks(spec, None)
+
+
+def generate_member_blocks(
+    spec: SyntheticSpec, member: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Committee member ``member`` (>= 0) of the dataset, block by block.
+
+    Yields the blocks of :func:`generate_blocks` (same items in the same order, identical
+    labels) with the member's features, float32 (n, D), L2-normalised: the same identity,
+    sub-mode and spread of every image, identity latents and image noise mixed with the
+    member's own (``member_identity_noise``, ``member_image_noise``; see the module
+    docstring). Seeded from ``(spec.seed, member)``. Costs about twice the base's time.
+    """
+    if int(member) != member or member < 0:
+        raise ValueError(f"member must be an integer >= 0, got {member}")
+    for name in ("member_identity_noise", "member_image_noise"):
+        t = getattr(spec, name)
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {t}")
+    yield from _blocks(spec, int(member))
+
+
+def _blocks(spec: SyntheticSpec, member: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The base's blocks (``member is None``) or member ``member``'s (same draws, plus the
+    member's own from an independent stream; the base's draws are never disturbed)."""
     block_identities = BLOCK_IDENTITIES
     root = np.random.SeedSequence(spec.seed)
     meta_rng, noise_seq, mode_seq = (np.random.default_rng(s) for s in root.spawn(3))
     n_ids = n_identities(spec)
     counts = _image_counts(spec, n_ids, meta_rng)
-    centres = _centres(spec, n_ids, meta_rng)
+    basis, z, iso = _centre_latents(spec, n_ids, meta_rng)
+    centres = _centres_from(spec, basis, z, iso)
     d = spec.dim
     mode_basis = None
     if spec.mode_rank:
         mode_basis, _ = np.linalg.qr(mode_seq.standard_normal((d, spec.mode_rank)))
     # one independent stream per identity block, so blocks can be generated in any order
-    block_seeds = np.random.SeedSequence(int(noise_seq.integers(2**63))).spawn(
-        (n_ids + block_identities - 1) // block_identities
-    )
+    n_blocks = (n_ids + block_identities - 1) // block_identities
+    block_seeds = np.random.SeedSequence(int(noise_seq.integers(2**63))).spawn(n_blocks)
+    if member is not None:
+        t_id, t_img = spec.member_identity_noise, spec.member_image_noise
+        member_root = np.random.SeedSequence([spec.seed, _MEMBER_TAG, member])
+        member_meta, member_blocks = member_root.spawn(2)
+        own = np.random.default_rng(member_meta)
+        own_z = own.standard_normal(z.shape) / np.sqrt(spec.centre_rank)
+        own_iso = own.standard_normal(iso.shape) / np.sqrt(spec.dim)
+        centres = _centres_from(spec, basis, _mix(z, own_z, t_id), _mix(iso, own_iso, t_id))
+        del own_z, own_iso
+        member_seeds = member_blocks.spawn(n_blocks)
+    del z, iso
     for b, start in enumerate(range(0, n_ids, block_identities)):
         rng = np.random.default_rng(block_seeds[b])
+        own = np.random.default_rng(member_seeds[b]) if member is not None else None
         ids = np.arange(start, min(n_ids, start + block_identities))
         n_modes = 1 + rng.poisson(spec.extra_modes, size=ids.size)
         spreads = spec.spread * rng.lognormal(0.0, spec.spread_sigma, size=ids.size)
@@ -114,15 +191,23 @@ def generate_blocks(spec: SyntheticSpec) -> Iterator[tuple[np.ndarray, np.ndarra
         for j, ident in enumerate(ids):
             m = n_modes[j]
             if mode_basis is None:
-                offsets = rng.standard_normal((m, d)) / np.sqrt(d)
+                g = rng.standard_normal((m, d))
+                if own is not None:
+                    g = _mix(g, own.standard_normal((m, d)), t_id)
+                offsets = g / np.sqrt(d)
             else:
-                offsets = rng.standard_normal((m, spec.mode_rank)) @ mode_basis.T
+                g = rng.standard_normal((m, spec.mode_rank))
+                if own is not None:
+                    g = _mix(g, own.standard_normal((m, spec.mode_rank)), t_id)
+                offsets = g @ mode_basis.T
                 offsets /= np.sqrt(spec.mode_rank)
             modes = centres[ident] + spec.mode_spread * offsets
             modes /= np.linalg.norm(modes, axis=1, keepdims=True)
             weights = rng.dirichlet(np.full(m, 2.0))
             which = rng.choice(m, size=counts[ident], p=weights)
             noise = rng.standard_normal((counts[ident], d)) / np.sqrt(d)
+            if own is not None:
+                noise = _mix(noise, own.standard_normal((counts[ident], d)) / np.sqrt(d), t_img)
             x = modes[which] + spreads[j] * noise
             feat_blocks.append(x)
             label_blocks.append(np.full(counts[ident], ident, dtype=np.int64))
@@ -141,4 +226,10 @@ def generate_blocks(spec: SyntheticSpec) -> Iterator[tuple[np.ndarray, np.ndarra
 def generate(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray]:
     """The whole dataset in memory: features float32 (N, D), labels int64 (N,)."""
     blocks = list(generate_blocks(spec))
+    return np.concatenate([f for f, _ in blocks]), np.concatenate([lb for _, lb in blocks])
+
+
+def generate_member(spec: SyntheticSpec, member: int) -> tuple[np.ndarray, np.ndarray]:
+    """Committee member ``member`` in memory: features float32 (N, D), labels int64 (N,)."""
+    blocks = list(generate_member_blocks(spec, member))
     return np.concatenate([f for f, _ in blocks]), np.concatenate([lb for _, lb in blocks])

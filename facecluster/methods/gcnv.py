@@ -22,40 +22,18 @@ is the final output.
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
-import torch
-from torch import nn
 
-from ..graph import components, symmetric_normalized_adjacency
+from ..graph import components
 from ..io import Knn
 from ..knn import build_knn_from_spec
-from ..nn import GraphConv, resolve_device, seed_everything, to_torch_csr
+from . import Cost, FamilySpec
 
 log = logging.getLogger(__name__)
 
-SUPERVISED = True
-#: the conda env (envs/<name>.yaml) of its rules
-CONDA_ENV = "torch"
-#: training and inference run on CUDA when present (``device: auto``)
-GPU = True
-
-
-def memory_bytes(n: int, dim: int, k: int, *, train: bool = False, hidden: int = 512, **_) -> int:
-    """Peak bytes of training or clustering on ``n`` items (host memory; on a GPU the same
-    tensors live in device memory): X and A·X (N x D each), their concatenation, the hidden
-    features (N x hidden, with gradients when training), the kNN graph and the CSR adjacency
-    with its transpose (about 24 bytes per edge), and, for clustering, the kNN graph rebuilt
-    on the hidden features."""
-    per_item = 4 * (4 * dim + (4 if train else 2) * hidden) + 24 * k
-    if not train:
-        per_item += 8 * k  # the second kNN graph (GCN features)
-    return int(n * per_item)
-
-
 __all__ = [
-    "GCNV",
+    "SPEC",
     "s_nbr_confidence",
     "confidence_to_peaks",
     "peaks_to_labels",
@@ -64,19 +42,106 @@ __all__ = [
     "cluster",
 ]
 
+#: sustained fp32 rates of the dense layers and the kNN on the hidden features
+CPU_FLOPS_PER_THREAD = 1e10
+GPU_FLOPS = 5e12
 
-class GCNV(nn.Module):
-    """One GraphConv (in_dim -> hidden) + head Linear(hidden, hidden) -> PReLU -> Linear(1)."""
 
-    def __init__(self, in_dim: int = 256, hidden: int = 512):
-        super().__init__()
-        self.conv = GraphConv(in_dim, hidden)
-        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.PReLU(hidden), nn.Linear(hidden, 1))
+def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> Cost:
+    """Peak memory and wall time of training (``train=True``, ``train_params["epochs"]``
+    full-batch iterations) or clustering ``n`` items.
 
-    def forward(self, x: torch.Tensor, ax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Confidences (N,) and hidden features (N, hidden) from X and A·X (both (N, in_dim))."""
-        h = self.conv.combine(x, ax)
-        return self.head(h).view(-1), h
+    Memory (host; on a GPU the same tensors live in device memory): X and A·X (N x D each),
+    their concatenation, the hidden features (N x hidden, with gradients when training),
+    the kNN graph and the CSR adjacency with its transpose (about 24 bytes per edge), and, for
+    clustering, the kNN graph rebuilt on the hidden features. Time: forward + backward of
+    the dense layers per epoch (training); inference plus an exact kNN on the hidden
+    features (clustering), at 10 GFLOP/s per thread (5 TFLOP/s on a GPU).
+    """
+    hidden = train_params.get("hidden", 512)
+    per_item = 4 * (4 * dim + (4 if train else 2) * hidden) + 24 * k
+    if not train:
+        per_item += 8 * k  # the second kNN graph (GCN features)
+    rate = GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * threads
+    layers = 2.0 * n * (2 * dim + 2 * hidden) * hidden
+    if train:
+        seconds = train_params["epochs"] * 3 * layers / rate
+    else:
+        seconds = (2.0 * n * n * hidden + layers) / rate
+    return Cost(n * per_item, seconds)
+
+
+SPEC = FamilySpec(
+    summary="GCN-V (Yang et al., CVPR 2020): GCN vertex confidence, peak linking at tau_0, "
+    "then at tau on a kNN of the GCN features",
+    supervised=True,
+    gpu=True,
+    conda_env="torch",
+    threads=16,
+    params={
+        "tau_0": {
+            "type": "number",
+            "minimum": -1,
+            "maximum": 1,
+            "default": 0.65,
+            "description": "Similarity cut of peak links on the feature kNN.",
+        },
+        "tau": {
+            "type": "number",
+            "minimum": -1,
+            "maximum": 1,
+            "default": 0.8,
+            "description": "Cut of peak links on the kNN rebuilt on the GCN features.",
+        },
+        "use_gcn_feat": {
+            "type": "boolean",
+            "default": True,
+            "description": "Rebuild the kNN on the GCN features and relink with tau (the "
+            "published output); false stops after tau_0.",
+        },
+    },
+    train_params={
+        "hidden": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 512,
+            "description": "GCN hidden size.",
+        },
+        "epochs": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 80000,
+            "description": "Full-batch SGD iterations (the reference: 80,000 on MS1M).",
+        },
+        "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.1, "description": "SGD rate."},
+        "momentum": {
+            "type": "number",
+            "minimum": 0,
+            "default": 0.9,
+            "description": "SGD momentum.",
+        },
+        "weight_decay": {
+            "type": "number",
+            "minimum": 0,
+            "default": 1.0e-5,
+            "description": "SGD weight decay.",
+        },
+        "milestones": {
+            "type": "array",
+            "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "default": [0.5, 0.8, 0.9],
+            "description": "Fractions of epochs where the rate is multiplied by 0.1.",
+        },
+        "th_sim": {
+            "type": "number",
+            "minimum": -1,
+            "maximum": 1,
+            "default": 0.0,
+            "description": "Affinity threshold of the GCN's kNN graph (stored with the model).",
+        },
+    },
+    estimate=estimate,
+)
 
 
 def s_nbr_confidence(knn: Knn, labels: np.ndarray) -> np.ndarray:
@@ -131,103 +196,18 @@ def peaks_to_labels(peaks: np.ndarray, peak_sims: np.ndarray, tau: float) -> np.
     return components(peaks.size, src, peaks[keep])
 
 
-def _aggregated(features: np.ndarray, knn: Knn, th_sim: float, device: torch.device):
-    """X and A·X as float32 tensors on ``device``."""
-    adj = symmetric_normalized_adjacency(knn, th_sim)
-    x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
-    ax = to_torch_csr(adj, device) @ x
-    return x, ax
+def train(features: np.ndarray, labels: np.ndarray, knn: Knn, *, context, **train_params) -> dict:
+    """Train GCN-V on a labelled split: :func:`facecluster.nn.gcnv.train`."""
+    from ..nn import gcnv as impl
+
+    return impl.train(features, labels, knn, context=context, **train_params)
 
 
-def train(
-    features: np.ndarray,
-    labels: np.ndarray,
-    knn: Knn,
-    *,
-    context,
-    hidden: int = 512,
-    epochs: int = 80000,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 1e-5,
-    milestones: tuple[float, ...] = (0.5, 0.8, 0.9),
-    th_sim: float = 0.0,
-) -> dict:
-    """Train GCN-V full-batch on one labelled graph.
+def predict(features: np.ndarray, knn: Knn, model: dict, *, context, batch_size: int = 65536):
+    """Predicted confidences and hidden features: :func:`facecluster.nn.gcnv.predict`."""
+    from ..nn import gcnv as impl
 
-    Parameters
-    ----------
-    features : float32 (N, D) L2-normalised.  labels : int (N,) identities.
-    knn : kNN graph of the features (the same backend and k as at test time).
-    hidden : GCN hidden size (512 in the reference).
-    epochs : full-batch iterations (80,000 for MS1M in the reference).
-    lr, momentum, weight_decay : SGD settings (0.1, 0.9, 1e-5 in the reference).
-    milestones : fractions of ``epochs`` where the learning rate is multiplied by 0.1
-        (the reference's [40000, 64000, 72000] of 80,000).
-    th_sim : affinity threshold of the graph.
-
-    Returns
-    -------
-    A dict with ``state_dict``, ``in_dim``, ``hidden``, ``th_sim`` and the final ``loss``.
-    """
-    device = resolve_device(context.device)
-    seed_everything(context.seed, device)
-    torch.set_num_threads(max(1, int(context.threads)))
-    target = torch.from_numpy(s_nbr_confidence(knn, labels)).to(device)
-    x, ax = _aggregated(features, knn, th_sim, device)
-    model = GCNV(features.shape[1], hidden).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    steps = sorted({max(1, int(round(f * epochs))) for f in milestones})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=0.1)
-    loss_fn = nn.MSELoss()
-    t0 = time.perf_counter()
-    loss = torch.tensor(float("nan"))
-    for epoch in range(epochs):
-        opt.zero_grad(set_to_none=True)
-        pred, _ = model(x, ax)
-        loss = loss_fn(pred, target)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if epoch % max(1, epochs // 20) == 0 or epoch == epochs - 1:
-            log.info("gcnv train: epoch %d/%d loss %.6f", epoch + 1, epochs, loss.item())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"gcnv training diverged at epoch {epoch + 1} (loss {loss})")
-    log.info("gcnv train: %d epochs in %.1f s", epochs, time.perf_counter() - t0)
-    return {
-        "family": "gcnv",
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "in_dim": int(features.shape[1]),
-        "hidden": int(hidden),
-        "th_sim": float(th_sim),
-        "loss": float(loss.item()),
-    }
-
-
-@torch.no_grad()
-def predict(
-    features: np.ndarray, knn: Knn, model: dict, *, context, batch_size: int = 65536
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted confidences float32 (N,) and hidden GCN features float32 (N, hidden)."""
-    device = resolve_device(context.device)
-    torch.set_num_threads(max(1, int(context.threads)))
-    if features.shape[1] != model["in_dim"]:
-        raise ValueError(
-            f"gcnv model expects {model['in_dim']}-d features, got {features.shape[1]}-d"
-        )
-    net = GCNV(model["in_dim"], model["hidden"])
-    net.load_state_dict(model["state_dict"])
-    net.to(device).eval()
-    x, ax = _aggregated(features, knn, model["th_sim"], device)
-    n = features.shape[0]
-    conf = np.empty(n, dtype=np.float32)
-    hidden = np.empty((n, model["hidden"]), dtype=np.float32)
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
-        c, h = net(x[start:stop], ax[start:stop])
-        conf[start:stop] = c.cpu().numpy()
-        hidden[start:stop] = h.cpu().numpy()
-    return conf, hidden
+    return impl.predict(features, knn, model, context=context, batch_size=batch_size)
 
 
 def cluster(

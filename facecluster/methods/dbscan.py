@@ -1,0 +1,107 @@
+"""DBSCAN (scikit-learn) on the raw features, Euclidean: CDP §1.7's "DBSCAN eps0.75 min10".
+
+``DBSCAN(eps, min_samples, metric='euclidean', n_jobs)`` on the L2-normalised features: an
+item with at least ``min_samples`` items (itself included) within Euclidean distance
+``eps`` is a core point; clusters are the core points connected through such neighbourhoods
+plus the border points they reach; the rest is noise (-1). On unit vectors
+``|x - y| <= eps`` is ``cos >= 1 - eps^2 / 2`` (eps 0.75: cos >= 0.72). For the kNN-graph
+variant (learn-to-cluster's KNN-DBSCAN) see the ``knn_dbscan`` family.
+
+scikit-learn answers the radius queries by brute force (the features have more than 15
+dimensions), N^2 D work in chunks, and keeps every item's neighbourhood (an int64 index
+array each) until the clusters are formed; the published runs took 6.9 h on 200K items.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..io import Knn
+from . import Cost, FamilySpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SPEC", "estimate", "cluster"]
+
+#: seconds per (item pair x dimension) of the brute-force radius queries, one thread
+#: (float32 features are upcast to float64 in chunks), measured here on 2-20K items, d 256
+SECONDS_PER_PAIR_DIM = 1.0e-11
+#: neighbourhood size the memory estimate assumes per item (face data: about the size of an
+#: identity, up to a few hundred)
+ASSUMED_NEIGHBOURHOOD = 300
+#: scikit-learn's chunk of pairwise distances (``working_memory``, 1024 MiB) per thread
+WORKING_MEMORY = 1 << 30
+
+
+def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -> Cost:
+    """Peak memory and wall time of DBSCAN on ``n`` items of dimension ``dim``.
+
+    Memory: the features (float32) and scikit-learn's neighbourhoods (an int64 index and a
+    float64 distance per neighbour, ``ASSUMED_NEIGHBOURHOOD`` per item, plus a Python array
+    object of about 100 bytes per item), and the pairwise-distance chunks (at most
+    ``WORKING_MEMORY`` per thread, or the whole N x N float64 matrix when smaller). Time:
+    the brute-force radius queries, N^2 D at ``SECONDS_PER_PAIR_DIM``, over ``threads``.
+    """
+    chunks = min(WORKING_MEMORY, 8.0 * n * n) * threads
+    memory = n * dim * 4 + n * (16 * ASSUMED_NEIGHBOURHOOD + 100) + chunks
+    seconds = SECONDS_PER_PAIR_DIM * n * n * dim / threads + 2e-6 * n
+    return Cost(memory, seconds)
+
+
+SPEC = FamilySpec(
+    summary="DBSCAN (scikit-learn) on the features, Euclidean; CDP's DBSCAN baseline",
+    params={
+        "eps": {"type": "number", "exclusiveMinimum": 0, "default": 0.75},
+        "min_samples": {"type": "integer", "minimum": 1, "default": 10},
+    },
+    threads=16,
+    estimate=estimate,
+)
+
+
+def cluster(
+    features: np.ndarray,
+    knn: Knn | None = None,
+    *,
+    context=None,
+    model=None,
+    eps: float = 0.75,
+    min_samples: int = 10,
+) -> np.ndarray:
+    """Cluster the features with DBSCAN.
+
+    Parameters
+    ----------
+    features : float32 (N, D), L2-normalised.
+    knn : unused (the neighbourhoods are exact radius queries on the features).
+    context : :class:`facecluster.methods.Context`; ``threads`` is DBSCAN's ``n_jobs`` and
+        the BLAS/OpenMP limit. DBSCAN is deterministic (no seed).
+    eps : neighbourhood radius, Euclidean (on unit vectors, in (0, 2]).
+    min_samples : neighbourhood size of a core point, the point itself included.
+
+    Returns
+    -------
+    labels : int64 (N,), -1 for noise.
+    """
+    from sklearn.cluster import DBSCAN
+
+    from .kmeans import limit_threads
+
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps > 0:
+        raise ValueError(f"eps must be a number > 0, got {eps!r}")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int | np.integer):
+        raise ValueError(f"min_samples must be an integer >= 1, got {min_samples!r}")
+    if min_samples < 1:
+        raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+    threads = int(getattr(context, "threads", 1))
+    log.info("DBSCAN: %d items, eps=%g, min_samples=%d", features.shape[0], eps, min_samples)
+    with limit_threads(threads):
+        est = DBSCAN(eps=float(eps), min_samples=int(min_samples), n_jobs=threads)
+        labels = est.fit_predict(features)
+    labels = np.asarray(labels, dtype=np.int64)
+    log.info(
+        "DBSCAN: %d clusters, %d noise items", labels.max() + 1, int((labels < 0).sum())
+    )
+    return labels

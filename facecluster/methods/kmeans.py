@@ -1,0 +1,230 @@
+"""k-means and mini-batch k-means (scikit-learn) on the raw features, a baseline.
+
+The references run ``KMeans(n_clusters, random_state=0)`` (learn-to-cluster §3.5, CDP §1.7,
+YTF n_clusters=1436, DeepFashion 3991) and ``MiniBatchKMeans(n_clusters, batch_size,
+random_state=0)`` (MS1M 8573 with batch_size 1000 in the script, 5000 clusters with
+batch_size 100 in the README row; CDP's script uses 200, its CLI default 100).
+
+``n_init``: the references ran scikit-learn < 1.4, whose defaults were ``n_init=10``
+(KMeans) and ``n_init=3`` (MiniBatchKMeans); scikit-learn >= 1.4 defaults to
+``n_init="auto"``, which is a single run with k-means++ init. To reproduce the references
+``n_init: null`` (the default) means 10 for KMeans and 3 for MiniBatchKMeans; set it to 1
+for a run ten times cheaper. The references' ``algorithm="auto"`` (Elkan for dense data in
+those versions) is Lloyd here; both compute the same iterations. Features are clustered in
+float32 (the CDP script clusters float64; the result differs only by rounding).
+
+This module also holds the ``n_clusters`` helpers shared by the families that take a number
+of clusters (``kmeans``, ``spectral``, ``hac``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+
+import numpy as np
+
+from ..io import Knn
+from . import Cost, FamilySpec
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SPEC",
+    "N_CLUSTERS_SCHEMA",
+    "ASSUMED_ITEMS_PER_CLUSTER",
+    "resolve_n_clusters",
+    "estimated_n_clusters",
+    "limit_threads",
+    "estimate",
+    "cluster",
+]
+
+#: JSON schema of an ``n_clusters`` parameter: a count, or "true" for the number of
+#: ground-truth identities of the split (``Context.n_true_clusters``)
+N_CLUSTERS_SCHEMA = {"oneOf": [{"type": "integer", "minimum": 1}, {"const": "true"}]}
+
+#: what the cost estimates assume for ``n_clusters: "true"`` (unknown before the job runs):
+#: one cluster per this many items. DeepFashion has about 7 images per class, MS1M about 68,
+#: so 8 errs on the side of a larger (costlier) number of clusters.
+ASSUMED_ITEMS_PER_CLUSTER = 8
+
+#: KMeans: seconds per (item x cluster x dimension x Lloyd iteration) on one thread
+#: (float32, measured here: 2-20K items, d 256, 60-300 clusters)
+KMEANS_SECONDS_PER_NKD = 1.0e-10
+#: Lloyd iterations the estimate assumes per run (scikit-learn stops at max_iter=300; runs on
+#: clustered data measured here took 10-40)
+KMEANS_ITERATIONS = 60
+#: MiniBatchKMeans: seconds per (item x cluster x dimension) for one epoch on one thread
+MINIBATCH_SECONDS_PER_NKD = 1.0e-10
+#: epochs the estimate assumes (max_iter=100 epochs at most; early stopping usually ends it
+#: much sooner)
+MINIBATCH_EPOCHS = 10
+
+
+def resolve_n_clusters(value, context, n: int, *, name: str = "n_clusters") -> int:
+    """The number of clusters a parameter asks for.
+
+    Parameters
+    ----------
+    value : int >= 1, or the string ``"true"`` for ``context.n_true_clusters``.
+    context : a :class:`facecluster.methods.Context` (or None).
+    n : number of items; the result may not exceed it.
+    name : the parameter's name, for error messages.
+
+    Returns
+    -------
+    int in [1, n].
+
+    Raises
+    ------
+    ValueError
+        naming the parameter, if the value is not an integer >= 1 nor "true", if it is
+        "true" and the split has no ground truth, or if it exceeds the number of items.
+    """
+    if isinstance(value, str) and value == "true":
+        truth = getattr(context, "n_true_clusters", None)
+        if truth is None:
+            raise ValueError(
+                f"{name}='true' needs the number of ground-truth identities, and this split "
+                f"has none (context.n_true_clusters is None); set {name} to an integer"
+            )
+        value = int(truth)
+    elif isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer >= 1 or the string 'true', got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value > n:
+        raise ValueError(f"{name}={value} exceeds the number of items ({n})")
+    return value
+
+
+def estimated_n_clusters(value, n: int) -> int:
+    """``n_clusters`` as the cost estimates see it: the integer, or for ``"true"`` (unknown
+    before the job) ``n / ASSUMED_ITEMS_PER_CLUSTER``; at least 1, at most ``n``."""
+    if isinstance(value, str) or value is None:
+        value = math.ceil(n / ASSUMED_ITEMS_PER_CLUSTER)
+    return int(max(1, min(int(value), max(1, n))))
+
+
+def limit_threads(threads: int):
+    """A context manager limiting BLAS and OpenMP threads (threadpoolctl) to ``threads``."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn depends on threadpoolctl
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=max(1, int(threads)))
+
+
+def _n_init(n_init, minibatch: bool) -> int:
+    if n_init is None:
+        return 3 if minibatch else 10
+    if isinstance(n_init, bool) or not isinstance(n_init, int | np.integer) or n_init < 1:
+        raise ValueError(f"n_init must be an integer >= 1 or null, got {n_init!r}")
+    return int(n_init)
+
+
+def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -> Cost:
+    """Peak memory and wall time of k-means on ``n`` items of dimension ``dim``.
+
+    Memory: the features and scikit-learn's centred copy (float32, 2 x N x D x 4 bytes), the
+    labels and per-item buffers, and the centres with their per-thread partial sums
+    (C x D x 4 bytes, a few copies). Time: ``n_init`` runs of ``KMEANS_ITERATIONS`` Lloyd
+    iterations (plus k-means++ seeding, about 2 + ln C iterations' worth), each N x C x D
+    multiply-adds at the measured rate, divided by ``threads`` (Lloyd's assignment step is
+    OpenMP-parallel). MiniBatchKMeans: ``MINIBATCH_EPOCHS`` epochs of N x C x D, plus
+    seeding on the init sample. ``n_clusters: "true"`` counts as
+    ``n / ASSUMED_ITEMS_PER_CLUSTER`` clusters.
+    """
+    c = estimated_n_clusters(params.get("n_clusters", "true"), n)
+    minibatch = bool(params.get("minibatch", False))
+    n_init = _n_init(params.get("n_init"), minibatch)
+    memory = 2.0 * n * dim * 4 + 32.0 * n + (4 + 2 * threads) * c * dim * 4
+    seeding = (2 + math.log(max(c, 1))) * c * dim
+    if minibatch:
+        init_size = min(n, max(3 * int(params.get("batch_size", 100)), 3 * c))
+        work = n_init * seeding * init_size + MINIBATCH_EPOCHS * n * c * dim
+        seconds = MINIBATCH_SECONDS_PER_NKD * work / threads
+    else:
+        work = n_init * (seeding * n + KMEANS_ITERATIONS * n * c * dim)
+        seconds = KMEANS_SECONDS_PER_NKD * work / threads
+    return Cost(memory, seconds)
+
+
+SPEC = FamilySpec(
+    summary="k-means / mini-batch k-means (scikit-learn) on the features; the KMeans and "
+    "MiniBatchKMeans baselines of learn-to-cluster and CDP",
+    params={
+        "n_clusters": {**N_CLUSTERS_SCHEMA, "default": "true"},
+        "minibatch": {"type": "boolean", "default": False},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 100},
+        "n_init": {
+            "oneOf": [{"type": "integer", "minimum": 1}, {"type": "null"}],
+            "default": None,
+        },
+    },
+    threads=16,
+    estimate=estimate,
+)
+
+
+def cluster(
+    features: np.ndarray,
+    knn: Knn | None = None,
+    *,
+    context=None,
+    model=None,
+    n_clusters: int | str = "true",
+    minibatch: bool = False,
+    batch_size: int = 100,
+    n_init: int | None = None,
+) -> np.ndarray:
+    """Cluster the features with k-means.
+
+    Parameters
+    ----------
+    features : float32 (N, D), L2-normalised.
+    knn : unused.
+    context : :class:`facecluster.methods.Context`; ``seed`` is the random_state,
+        ``threads`` limits BLAS/OpenMP threads, ``n_true_clusters`` serves
+        ``n_clusters="true"``.
+    n_clusters : int >= 1, or "true" for the number of ground-truth identities.
+    minibatch : use ``MiniBatchKMeans`` instead of ``KMeans``.
+    batch_size : mini-batch size (``minibatch`` only).
+    n_init : k-means++ restarts; None for the references' 10 (KMeans) / 3 (MiniBatchKMeans).
+
+    Returns
+    -------
+    labels : int64 (N,), every item in a cluster (no -1).
+    """
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    n = int(features.shape[0])
+    k = resolve_n_clusters(n_clusters, context, n)
+    runs = _n_init(n_init, bool(minibatch))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    seed = int(getattr(context, "seed", 0))
+    threads = int(getattr(context, "threads", 1))
+    if minibatch:
+        est = MiniBatchKMeans(
+            n_clusters=k, batch_size=int(batch_size), n_init=runs, random_state=seed
+        )
+    else:
+        est = KMeans(n_clusters=k, n_init=runs, random_state=seed)
+    log.info(
+        "%s: %d items, %d clusters, n_init=%d, %d thread(s)",
+        type(est).__name__,
+        n,
+        k,
+        runs,
+        threads,
+    )
+    with limit_threads(threads):
+        est.fit(np.ascontiguousarray(features))
+    log.info("%s: %d iterations, inertia %.4g", type(est).__name__, est.n_iter_, est.inertia_)
+    return est.labels_.astype(np.int64)

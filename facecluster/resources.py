@@ -1,0 +1,90 @@
+"""Resource estimates of the workflow's jobs, and the limits a method is refused above.
+
+The rules turn these into ``mem_mb`` and ``runtime`` (minutes) requests, multiplied by the
+attempt number so that ``retries`` escalates; the cluster task refuses a method whose
+estimate exceeds the configured ``limits`` before it starts (the published tables' "out of
+memory"), instead of exhausting the node.
+"""
+
+from __future__ import annotations
+
+from .methods import Cost, FamilySpec
+
+__all__ = [
+    "CPU_FLOPS_PER_THREAD",
+    "GPU_FLOPS",
+    "knn_cost",
+    "method_cost",
+    "mem_mb",
+    "runtime_minutes",
+    "refusal",
+]
+
+#: sustained fp32 GEMM per core, with room for top-k selection (faiss IndexFlatIP measures
+#: about 100 GFLOP/s per core here: platform-notes.md)
+CPU_FLOPS_PER_THREAD = 1e10
+GPU_FLOPS = 5e12
+
+
+def knn_cost(n: int, dim: int, k: int, *, index: str, gpu: bool, threads: int) -> Cost:
+    """Building one split's kNN graph: the features, faiss' result buffers and the written
+    (nbrs, sims), 16 bytes per edge; 2·N²·D flops for exact search (a tenth for IVF/HNSW,
+    which visit a small fraction of the points)."""
+    flops = 2.0 * n * n * dim
+    if index != "flat":
+        flops /= 10
+    seconds = flops / (GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * max(1, threads))
+    return Cost(n * (4 * dim + 16 * k), seconds)
+
+
+def method_cost(
+    spec: FamilySpec,
+    n: int,
+    dim: int,
+    k: int,
+    *,
+    params: dict,
+    train_params: dict,
+    train: bool,
+    threads: int,
+) -> Cost:
+    """A family's own estimate of training or clustering ``n`` items (:meth:`FamilySpec.cost`)."""
+    return spec.cost(
+        n, dim, k, params=params, train_params=train_params, train=train, threads=threads
+    )
+
+
+def mem_mb(cost: Cost, attempt: int = 1, *, base_mb: int = 1000) -> int:
+    """``mem_mb`` request: ``base_mb`` (the interpreter and libraries) plus the estimate with
+    20 % headroom, times the attempt."""
+    return int((base_mb + 1.2 * cost.memory_bytes / 1e6) * attempt)
+
+
+def runtime_minutes(cost: Cost, attempt: int = 1, *, base_min: int = 10) -> int:
+    """``runtime`` request in minutes: ``base_min`` plus twice the estimate, times the attempt."""
+    return int((base_min + 2.0 * cost.seconds / 60.0) * attempt)
+
+
+def refusal(cost: Cost, limits: dict) -> str | None:
+    """Why a job of this ``cost`` is refused under ``limits`` (``mem_mb``, ``runtime`` in
+    minutes; a missing key is no limit), or None when it is within them."""
+    reasons = []
+    if "mem_mb" in limits and cost.memory_bytes / 1e6 > limits["mem_mb"]:
+        reasons.append(
+            f"needs about {cost.memory_bytes / 1e9:.1f} GB, above the limit of "
+            f"{limits['mem_mb'] / 1e3:.1f} GB (limits.mem_mb)"
+        )
+    if "runtime" in limits and cost.seconds / 60.0 > limits["runtime"]:
+        reasons.append(
+            f"needs about {_duration(cost.seconds)}, above the limit of "
+            f"{_duration(60.0 * limits['runtime'])} (limits.runtime)"
+        )
+    return "; ".join(reasons) or None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

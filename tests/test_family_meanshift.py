@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from facecluster.knn import brute_force_knn
+from facecluster.methods import Context, meanshift
+
+
+def two_groups_and_outlier(seed=0, size=20, dim=16, spread=0.05):
+    """Groups A (items 0..size-1) near e0 and B (size..2size-1) near e1, outlier near e2."""
+    rng = np.random.default_rng(seed)
+    which = np.r_[np.zeros(size, int), np.ones(size, int), 2]
+    x = np.eye(dim)[which] + spread * rng.standard_normal((which.size, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), which
+
+
+def same_partition(a, b):
+    """Equal up to renaming the clusters."""
+    pairs = set(zip(np.asarray(a).tolist(), np.asarray(b).tolist(), strict=True))
+    return len(pairs) == len(set(np.asarray(a).tolist())) == len(set(np.asarray(b).tolist()))
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, truth = two_groups_and_outlier()
+    return x, truth, brute_force_knn(x, 12)
+
+
+def test_groups_and_the_outlier_are_modes(data):
+    x, truth, knn = data
+    pred = meanshift.cluster(x, knn, context=Context(), bandwidth=0.5)
+    assert pred.dtype == np.int64 and pred.shape == (x.shape[0],)
+    assert same_partition(pred, truth)  # cluster_all: the outlier is its own mode, not noise
+
+
+def test_a_wide_window_merges_everything(data):
+    x, _, knn = data
+    assert np.unique(meanshift.cluster(x, knn, context=Context(), bandwidth=1.8)).size == 1
+
+
+def test_bin_seeding_on_unit_vectors_collapses(data):
+    x, _, knn = data
+    # every coordinate rounds to 0 or 1 at bandwidth 1: few seeds, fewer modes than groups
+    pred = meanshift.cluster(x, knn, context=Context(), bandwidth=1.0, bin_seeding=True)
+    assert np.unique(pred).size < 3
+
+
+def test_equals_sklearn_and_uses_two_workers():
+    from sklearn.cluster import MeanShift
+
+    rng = np.random.default_rng(5)
+    c = rng.standard_normal((3, 8))
+    x = c[rng.integers(0, 3, 120)] + 0.3 * rng.standard_normal((120, 8))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    ref = MeanShift(bandwidth=0.7).fit_predict(x)
+    ours = meanshift.cluster(x, None, context=Context(threads=2), bandwidth=0.7)
+    np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [({"bandwidth": 0}, "bandwidth"), ({"bandwidth": -0.5}, "bandwidth"),
+     ({"min_bin_freq": 0}, "min_bin_freq"), ({"bin_seeding": "yes"}, "bin_seeding")],
+)  # fmt: skip
+def test_bad_parameters(data, params, match):
+    x, _, knn = data
+    with pytest.raises(ValueError, match=match):
+        meanshift.cluster(x, knn, context=Context(), **params)

@@ -1,0 +1,52 @@
+"""Resource estimates and limits (facecluster.resources, the families' estimates)."""
+
+import pytest
+
+from facecluster import resources
+from facecluster.methods import Cost, get_spec
+
+
+def test_knn_cost_exact_search_grows_as_n_squared():
+    small = resources.knn_cost(10_000, 256, 80, index="flat", gpu=False, threads=2)
+    big = resources.knn_cost(20_000, 256, 80, index="flat", gpu=False, threads=2)
+    assert big.seconds == pytest.approx(4 * small.seconds)
+    assert big.memory_bytes == pytest.approx(2 * small.memory_bytes)
+    assert small.memory_bytes == 10_000 * (4 * 256 + 16 * 80)
+    ivf = resources.knn_cost(20_000, 256, 80, index="ivf", gpu=False, threads=2)
+    gpu = resources.knn_cost(20_000, 256, 80, index="flat", gpu=True, threads=2)
+    assert ivf.seconds == pytest.approx(big.seconds / 10) and gpu.seconds < big.seconds / 100
+
+
+def test_requests_grow_with_the_attempt():
+    cost = Cost(2e9, 600)
+    assert resources.mem_mb(cost, 1) == 1000 + 2400
+    assert resources.mem_mb(cost, 2) == 2 * (1000 + 2400)
+    assert resources.runtime_minutes(cost, 1) == 10 + 20
+    assert resources.runtime_minutes(cost, 3) == 3 * 30
+
+
+def test_refusal_names_the_limit():
+    cost = Cost(30e9, 7200)
+    assert resources.refusal(cost, {}) is None
+    assert resources.refusal(cost, {"mem_mb": 40_000, "runtime": 180}) is None
+    why = resources.refusal(cost, {"mem_mb": 20_000})
+    assert "30.0 GB" in why and "limits.mem_mb" in why
+    why = resources.refusal(cost, {"runtime": 60})
+    assert "2.0 h" in why and "limits.runtime" in why
+
+
+def test_gcnv_training_estimate_uses_the_family_default_epochs():
+    """The old rule assumed 100 epochs when `epochs` was omitted; the code trains 80,000."""
+    spec = get_spec("gcnv")
+    omitted = spec.cost(100_000, 256, 80, params={}, train_params={}, train=True, threads=4)
+    hundred = spec.cost(
+        100_000, 256, 80, params={}, train_params={"epochs": 100}, train=True, threads=4
+    )
+    assert omitted.seconds == pytest.approx(800 * hundred.seconds)
+
+
+def test_family_cost_is_clipped_to_the_threads_it_can_use():
+    spec = get_spec("gcnv")
+    many = spec.cost(10_000, 256, 80, params={}, train_params={}, train=False, threads=64)
+    sixteen = spec.cost(10_000, 256, 80, params={}, train_params={}, train=False, threads=16)
+    assert many == sixteen
