@@ -166,12 +166,15 @@ def partition(
     n_parts: int,
     seed: int,
 ) -> dict:
-    """Write the benchmark ``splits`` (``part0``, ``part1``, ...) of a labelled full set."""
+    """Write the benchmark ``splits`` (``part0``, ``part1``, ...) of a labelled full set.
+
+    With no ``out_labels`` only features are written: a committee member's splits, cut by
+    the base labels."""
     counts = partition_files(
         features,
         labels,
         dict(zip(splits, out_features, strict=True)),
-        dict(zip(splits, out_labels, strict=True)),
+        dict(zip(splits, out_labels, strict=True)) if out_labels else {},
         dim=dim,
         n_parts=n_parts,
         seed=seed,

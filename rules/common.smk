@@ -126,12 +126,15 @@ def spec_of(method):
     return get_spec(METHODS[method]["family"])
 
 
-def knn_k(dataset, backend, k):
+def knn_k(dataset, backend, k, committee=False):
     """k of the one kNN graph per (dataset, split, backend): the largest k that any method
-    of the dataset needs with that backend (and at least ``k``); smaller k are cut from it."""
+    of the dataset needs with that backend (and at least ``k``); smaller k are cut from it.
+    With ``committee``, the same over the methods that read the committee's graphs."""
     ks = [k]
     for m in DATASETS[dataset]["methods"]:
         c = mcfg(dataset, m)
+        if committee and "committee" not in spec_of(m).needs:
+            continue
         if c["knn_backend"] == backend:
             ks.append(c["k"])
     return max(ks)
@@ -145,7 +148,7 @@ def knn_file(dataset, split, backend, k, member=None):
         given = given_knn(dataset, split, k)
         if given:
             return given
-    K = knn_k(dataset, backend, k)
+    K = knn_k(dataset, backend, k, committee=member is not None)
     if member is not None:
         return f"results/{dataset}/{split}/committee/{member}/knn/{backend}_k{K}.npz"
     return f"results/{dataset}/{split}/knn/{backend}_k{K}.npz"

@@ -103,12 +103,19 @@ def _import_in_env(env: Path, modules: list[str], run: str = ""):
     allowed = {IMPORT_NAME[n] for n in env_packages(env) if n in IMPORT_NAME}
     blocked = sorted(set(IMPORT_NAME.values()) - allowed)
     code = f"""
-import importlib.abc, sys
+import importlib.abc, importlib.machinery, sys
 BLOCKED = {blocked!r}
+class Missing(importlib.abc.Loader):
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"{{spec.name}} is not in {env.name}")
+    def exec_module(self, module):
+        pass
 class Block(importlib.abc.MetaPathFinder):
+    # a spec without origin whose loading fails: probes such as torch's
+    # importlib.util.find_spec(...) see no file, imports fail as if not installed
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{{name}} is not in {env.name}")
+            return importlib.machinery.ModuleSpec(name, Missing())
 sys.meta_path.insert(0, Block())
 for m in {modules!r}:
     importlib.import_module(m)

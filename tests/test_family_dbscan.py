@@ -69,5 +69,7 @@ def test_bad_parameters(data, params, match):
 
 
 def test_estimate_is_quadratic_in_time():
-    cost = lambda n: dbscan.SPEC.cost(n, 256, 10, params={}, train_params={}, train=False, threads=1)  # noqa: E731
+    def cost(n):
+        return dbscan.SPEC.cost(n, 256, 10, params={}, train_params={}, train=False, threads=1)
+
     assert cost(200_000).seconds > 3.5 * cost(100_000).seconds

@@ -115,8 +115,10 @@ def test_bad_parameters(data, params, match):
 
 
 def test_average_estimate_is_quadratic_in_memory():
-    cost = lambda n, **p: hac.SPEC.cost(n, 256, 30, params=p, train_params={}, train=False, threads=1)  # noqa: E731
+    def cost(n, **p):
+        return hac.SPEC.cost(n, 256, 30, params=p, train_params={}, train=False, threads=1)
+
     avg = cost(100_000, linkage="average")
     assert avg.memory_bytes > 8 * 100_000**2
     assert cost(200_000, linkage="average").memory_bytes > 3.9 * avg.memory_bytes
-    assert cost(100_000).memory_bytes < avg.memory_bytes / 100
+    assert cost(100_000).memory_bytes < avg.memory_bytes / 10

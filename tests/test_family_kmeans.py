@@ -32,7 +32,7 @@ def same_partition(a, b):
 def test_three_clusters_isolate_the_outlier(data, minibatch):
     x, truth, knn = data
     ctx = Context(seed=3, n_true_clusters=3)
-    by_int = kmeans.cluster(x, knn, context=ctx, n_clusters=3, minibatch=minibatch, batch_size=8)
+    by_int = kmeans.cluster(x, knn, context=ctx, n_clusters=3, minibatch=minibatch, batch_size=64)
     by_true = kmeans.cluster(x, knn, context=ctx, n_clusters="true", minibatch=minibatch)
     assert by_int.dtype == np.int64 and by_int.shape == (x.shape[0],)
     assert same_partition(by_int, truth)
@@ -96,8 +96,9 @@ def test_bad_parameters(data, params, match):
 
 
 def test_estimate_grows_with_clusters_and_restarts():
-    spec = kmeans.SPEC
-    cost = lambda **p: spec.cost(20000, 256, 10, params=p, train_params={}, train=False, threads=1)  # noqa: E731
+    def cost(**p):
+        return kmeans.SPEC.cost(20000, 256, 10, params=p, train_params={}, train=False, threads=1)
+
     assert cost(n_clusters=1000).seconds > 5 * cost(n_clusters=100).seconds
     assert cost(n_clusters=100).seconds > 5 * cost(n_clusters=100, n_init=1).seconds
     assert cost(n_clusters="true").seconds == cost(n_clusters=2500).seconds

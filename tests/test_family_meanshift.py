@@ -37,11 +37,19 @@ def test_a_wide_window_merges_everything(data):
     assert np.unique(meanshift.cluster(x, knn, context=Context(), bandwidth=1.8)).size == 1
 
 
-def test_bin_seeding_on_unit_vectors_collapses(data):
-    x, _, knn = data
-    # every coordinate rounds to 0 or 1 at bandwidth 1: few seeds, fewer modes than groups
-    pred = meanshift.cluster(x, knn, context=Context(), bandwidth=1.0, bin_seeding=True)
-    assert np.unique(pred).size < 3
+def test_bin_seeding_on_unit_vectors_collapses():
+    # two tight groups around random directions in 64-d: every coordinate is small, so at
+    # bandwidth 1 every item falls in the grid cell at the origin: one seed, one cluster
+    rng = np.random.default_rng(6)
+    c = rng.standard_normal((2, 64))
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    x = np.repeat(c, 15, axis=0) + 0.02 * rng.standard_normal((30, 64))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    assert np.abs(x).max() < 0.5
+    ctx = Context()
+    assert np.unique(meanshift.cluster(x, None, context=ctx, bandwidth=1.0)).size == 2
+    binned = meanshift.cluster(x, None, context=ctx, bandwidth=1.0, bin_seeding=True)
+    assert np.unique(binned).size == 1
 
 
 def test_equals_sklearn_and_uses_two_workers():

@@ -5,6 +5,9 @@ import scipy.sparse as sp
 from facecluster.knn import brute_force_knn
 from facecluster.methods import Context, spectral
 
+# small test graphs are often disconnected; scikit-learn warns and copes
+pytestmark = pytest.mark.filterwarnings("ignore:Graph is not fully connected")
+
 
 def two_groups_and_outlier(seed=0, size=20, dim=16, spread=0.05):
     """Groups A (items 0..size-1) near e0 and B (size..2size-1) near e1, outlier near e2."""
@@ -47,13 +50,14 @@ def test_two_groups_are_found(data, affinity):
     np.testing.assert_array_equal(by_int, by_true)
 
 
-def test_rbf_three_clusters_isolate_the_outlier(data):
-    x, truth, knn = data
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_rbf_separates_three_groups(seed):
+    x, y = blobs(n=90, groups=3, noise=0.2, seed=seed)
     pred = spectral.cluster(
-        x, knn, context=Context(seed=1), n_clusters=3, affinity="rbf", gamma=2.0,
-        n_components_nystrom=30,
+        x, None, context=Context(seed=seed), n_clusters=3, affinity="rbf", gamma=2.0,
+        n_components_nystrom=20,
     )  # fmt: skip
-    assert same_partition(pred, truth)
+    assert same_partition(pred, y)
 
 
 @pytest.mark.parametrize("include_self", [True, False])
@@ -80,7 +84,9 @@ def test_nearest_neighbors_equals_sklearn_spectral_clustering():
             assign_labels=labels,
             random_state=seed,
         ).fit(x)
-        ours = spectral.cluster(x, knn, context=Context(seed=seed), n_clusters=6, assign_labels=labels)
+        ours = spectral.cluster(
+            x, knn, context=Context(seed=seed), n_clusters=6, assign_labels=labels
+        )
         np.testing.assert_array_equal(ours, ref.labels_)
 
 
@@ -133,12 +139,14 @@ def test_bad_parameters(data, params, match):
 
 
 def test_estimate_explodes_with_clusters():
-    cost = lambda **p: spectral.SPEC.cost(  # noqa: E731
-        100_000, 256, 80, params=p, train_params={}, train=False, threads=1
-    )
+    def cost(**p):
+        return spectral.SPEC.cost(
+            100_000, 256, 80, params=p, train_params={}, train=False, threads=1
+        )
+
     nn = cost(n_clusters=2000)
     assert nn.memory_bytes > 100_000 * 4000 * 8
-    assert nn.seconds > 10 * cost(n_clusters=500).seconds
+    assert nn.seconds > 4 * cost(n_clusters=500).seconds
     assert cost(n_clusters=2000, affinity="rbf").memory_bytes < nn.memory_bytes / 10
 
 

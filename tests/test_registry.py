@@ -256,3 +256,10 @@ def test_contract_per_dataset_override_keeps_other_params():
     bad["methods"]["cdp"]["per_dataset"]["b"]["params"]["th"] = 3
     with pytest.raises(ConfigError, match=r"methods\.cdp\.per_dataset\.b\.params\.th"):
         validate_config(bad)
+
+
+def test_docs_methods_page_is_generated_from_the_specs():
+    """docs/methods.md is `python -m facecluster.methods`: regenerate it after a spec change."""
+    from facecluster.methods.__main__ import markdown
+
+    assert (ROOT / "docs" / "methods.md").read_text() == markdown()

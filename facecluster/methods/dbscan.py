@@ -25,28 +25,28 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SPEC", "estimate", "cluster"]
 
-#: seconds per (item pair x dimension) of the brute-force radius queries, one thread
-#: (float32 features are upcast to float64 in chunks), measured here on 2-20K items, d 256
-SECONDS_PER_PAIR_DIM = 1.0e-11
+#: seconds per (item pair x dimension) of the brute-force radius queries, one thread,
+#: measured here: 4.7-6.6e-11 on 5-20K items, d 256 (4.8 s at 20K)
+SECONDS_PER_PAIR_DIM = 5.5e-11
 #: neighbourhood size the memory estimate assumes per item (face data: about the size of an
 #: identity, up to a few hundred)
 ASSUMED_NEIGHBOURHOOD = 300
-#: scikit-learn's chunk of pairwise distances (``working_memory``, 1024 MiB) per thread
-WORKING_MEMORY = 1 << 30
+#: scikit-learn's chunked distance reduction: buffers per thread
+CHUNK_BYTES = 64 << 20
 
 
 def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -> Cost:
     """Peak memory and wall time of DBSCAN on ``n`` items of dimension ``dim``.
 
-    Memory: the features (float32) and scikit-learn's neighbourhoods (an int64 index and a
-    float64 distance per neighbour, ``ASSUMED_NEIGHBOURHOOD`` per item, plus a Python array
-    object of about 100 bytes per item), and the pairwise-distance chunks (at most
-    ``WORKING_MEMORY`` per thread, or the whole N x N float64 matrix when smaller). Time:
-    the brute-force radius queries, N^2 D at ``SECONDS_PER_PAIR_DIM``, over ``threads``.
+    Memory: the features (float32) and scikit-learn's neighbourhoods (an int64 index per
+    neighbour, counted as 16 bytes for the query buffers, ``ASSUMED_NEIGHBOURHOOD`` per item,
+    plus an array object of about 100 bytes per item; measured 68 MB in all at 20K synthetic
+    items), and
+    the chunk buffers of the distance reduction (``CHUNK_BYTES`` per thread). Time: the
+    brute-force radius queries, N^2 D at ``SECONDS_PER_PAIR_DIM``, over ``threads``.
     """
-    chunks = min(WORKING_MEMORY, 8.0 * n * n) * threads
-    memory = n * dim * 4 + n * (16 * ASSUMED_NEIGHBOURHOOD + 100) + chunks
-    seconds = SECONDS_PER_PAIR_DIM * n * n * dim / threads + 2e-6 * n
+    memory = n * dim * 4 + n * (16 * ASSUMED_NEIGHBOURHOOD + 100) + CHUNK_BYTES * threads
+    seconds = SECONDS_PER_PAIR_DIM * n * n * dim / threads + 2e-5 * n
     return Cost(memory, seconds)
 
 
@@ -101,7 +101,5 @@ def cluster(
         est = DBSCAN(eps=float(eps), min_samples=int(min_samples), n_jobs=threads)
         labels = est.fit_predict(features)
     labels = np.asarray(labels, dtype=np.int64)
-    log.info(
-        "DBSCAN: %d clusters, %d noise items", labels.max() + 1, int((labels < 0).sum())
-    )
+    log.info("DBSCAN: %d clusters, %d noise items", labels.max() + 1, int((labels < 0).sum()))
     return labels

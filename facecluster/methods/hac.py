@@ -25,7 +25,7 @@ import numpy as np
 from ..io import Knn
 from ..progress import Progress
 from . import Cost, FamilySpec
-from .kmeans import N_CLUSTERS_SCHEMA, estimated_n_clusters, limit_threads, resolve_n_clusters
+from .kmeans import N_CLUSTERS_SCHEMA, limit_threads, resolve_n_clusters
 from .spectral import knn_connectivity
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,25 @@ __all__ = ["SPEC", "condensed_cosine_distances", "estimate", "cluster"]
 
 LINKAGES = ("ward", "average")
 
-#: ward: seconds per (item x neighbour) of scikit-learn's connectivity-constrained ward tree
-#: (one thread, measured here on 2-20K items, d 256, 30 neighbours)
-WARD_SECONDS_PER_NK = 1.0e-5
-#: ward: bytes per (item x neighbour) of its per-node neighbour dicts and heap
-WARD_BYTES_PER_NK = 200.0
-#: average: seconds per condensed distance of scipy's nearest-neighbour chain (one thread)
-AVERAGE_SECONDS_PER_PAIR = 1.0e-8
+#: ward, single-threaded, measured here with 30 neighbours (d 256): 7.8 s on 20K synthetic
+#: face-like items, 10.5 s on a harder synthetic set, 29 s on structureless random unit
+#: vectors (5K: 4.7 s, 10K: 12.8 s), i.e. about N^1.35; the estimate takes the worst:
+#: seconds = WARD_SECONDS_PER_N135 x N^1.35 x n_neighbors / 30 ...
+WARD_SECONDS_PER_N135 = 4.5e-5
+#: ... plus a quadratic term from CDP's published runs on real faces (HAC knn30: 5.65 h on
+#: 200K items, 60.9 h on 600K, i.e. about N^2.2 at that scale; late merges of large
+#: clusters walk their ever-growing neighbour lists), which the synthetic sets here do not
+#: show: seconds per item^2
+WARD_SECONDS_PER_N2 = 5.0e-7
+#: ward: bytes per (item x neighbour) of its per-node neighbour dicts and heap (measured peak
+#: 305 MB in all at 20K face-like items, 440 MB on random vectors)
+WARD_BYTES_PER_NK = 500.0
+#: average: seconds per condensed distance, distances and nearest-neighbour chain together,
+#: one thread (measured 7-8e-8 on 5-20K items: 15 s at 20K)
+AVERAGE_SECONDS_PER_PAIR = 8.0e-8
+#: average: bytes per condensed distance: the float64 vector, scipy's working copy and its
+#: finiteness mask (measured 15.3-15.7 at 10-20K: 3.06 GB at 20K)
+AVERAGE_BYTES_PER_PAIR = 17.0
 #: rows of one block of the condensed distance computation, capped by memory
 BLOCK_BYTES = 256 << 20
 
@@ -107,25 +119,25 @@ def _check(linkage, n_clusters, distance_threshold, n_neighbors):
 def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -> Cost:
     """Peak memory and wall time of agglomerative clustering of ``n`` items.
 
-    ``ward``: scikit-learn's ward tree keeps float64 moments of every node (2N x D x 8 bytes,
-    plus the float64 copy of the features) and per-node neighbour dicts and a heap over the
-    connectivity edges (``WARD_BYTES_PER_NK`` per item and neighbour); time measured as
-    ``WARD_SECONDS_PER_NK`` per item and neighbour (single-threaded Cython; merged nodes'
-    neighbour lists grow, so this grows faster than linear on large inputs).
+    ``ward``: scikit-learn's ward tree keeps float64 moments of every node (2N x D x 8 bytes)
+    besides the features and their float64 copy, and per-node neighbour dicts and a heap over
+    the connectivity edges (``WARD_BYTES_PER_NK`` per item and neighbour); time
+    ``WARD_SECONDS_PER_N135 x N^1.35 x n_neighbors / 30 + WARD_SECONDS_PER_N2 x N^2``,
+    single-threaded (Cython): the measured worst case plus the published runs' quadratic
+    growth (so 20K items count as about 4 minutes where 8-30 s were measured, 200K as 5.7 h,
+    584K as 48 h).
 
-    ``average``: the condensed distances and scipy's working copy (2 x N^2/2 x 8 bytes) plus
-    its finiteness check (N^2/2 bytes); time of the blocked products (N^2 D multiply-adds)
-    and the nearest-neighbour chain (``AVERAGE_SECONDS_PER_PAIR`` per pair).
+    ``average``: ``AVERAGE_BYTES_PER_PAIR`` per condensed distance (N (N - 1) / 2 of them),
+    the features and one block of products; time ``AVERAGE_SECONDS_PER_PAIR`` per pair
+    (the nearest-neighbour chain is single-threaded, so ``threads`` is not counted).
     """
     if params.get("linkage", "ward") == "average":
         pairs = n * (n - 1) / 2.0
-        memory = pairs * (2 * 8 + 1) + n * dim * 4 + BLOCK_BYTES
-        seconds = n * n * dim * 2e-11 / threads + AVERAGE_SECONDS_PER_PAIR * pairs
-        return Cost(memory, seconds)
+        memory = AVERAGE_BYTES_PER_PAIR * pairs + n * dim * 4 + BLOCK_BYTES
+        return Cost(memory, AVERAGE_SECONDS_PER_PAIR * pairs)
     nbr = int(params.get("n_neighbors", 30))
-    estimated_n_clusters(params.get("n_clusters", "true"), n)  # the tree is built in full
     memory = n * dim * (4 + 8 + 16) + WARD_BYTES_PER_NK * n * nbr
-    seconds = WARD_SECONDS_PER_NK * n * nbr
+    seconds = WARD_SECONDS_PER_N135 * n**1.35 * nbr / 30 + WARD_SECONDS_PER_N2 * n * n
     return Cost(memory, seconds)
 
 

@@ -16,6 +16,7 @@ single-threaded, O(N D) memory). The published run took 4.9 h on 200K items.
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -26,21 +27,26 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SPEC", "estimate", "cluster"]
 
-#: seconds per (item pair x dimension): KD-tree core distances plus Prim's MST, one thread,
-#: measured here on 2-20K items, d 256
-SECONDS_PER_PAIR_DIM = 1.0e-10
+#: seconds per (item pair x dimension) at 5K items: KD-tree core distances plus Prim's MST,
+#: one thread; measured here 1.6e-9 at 2-5K items, 2.0e-9 at 10K, 2.3e-9 at 20K (237 s),
+#: d 256, so the estimate adds ``GROWTH_PER_DOUBLING`` of it per doubling of N above 5K
+SECONDS_PER_PAIR_DIM = 1.75e-9
+GROWTH_PER_DOUBLING = 0.2
 
 
 def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -> Cost:
     """Peak memory and wall time of HDBSCAN on ``n`` items of dimension ``dim``.
 
     Memory: the features, scikit-learn's float64 copy and its KD tree (about 3 x N x D x 8
-    bytes), the core distances, MST and condensed tree (a few hundred bytes per item).
-    Time: ``SECONDS_PER_PAIR_DIM x N^2 x D``; the KD-tree queries use ``threads`` but Prim's
-    tree does not, so threads are not counted.
+    bytes), the core distances, MST and condensed tree (a few hundred bytes per item);
+    measured 66 MB at 20K items.
+    Time: ``SECONDS_PER_PAIR_DIM x N^2 x D``, growing by ``GROWTH_PER_DOUBLING`` per
+    doubling of N above 5K (about 100 h at 584K items; CDP's published run took 47.9 h on 600K); the
+    KD-tree queries use ``threads`` but Prim's tree does not, so threads are not counted.
     """
     memory = n * dim * (4 + 3 * 8) + 400.0 * n
-    seconds = SECONDS_PER_PAIR_DIM * n * n * dim
+    growth = 1.0 + GROWTH_PER_DOUBLING * math.log2(max(n, 5000) / 5000)
+    seconds = SECONDS_PER_PAIR_DIM * growth * n * n * dim
     return Cost(memory, seconds)
 
 
@@ -53,7 +59,7 @@ SPEC = FamilySpec(
             "default": None,
         },
     },
-    threads=16,
+    threads=4,
     estimate=estimate,
 )
 

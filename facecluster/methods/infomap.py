@@ -13,10 +13,10 @@ Differences from the reference script, all deliberate:
   instead of a Python dict of links and a per-link ``addLink`` loop. The reference walks each
   sorted row and stops at the first neighbour below ``min_sim``; on rows sorted by descending
   similarity the mask selects the same links;
-* labels are read from the leaf nodes only (``Result.modules()``). The reference iterates the
-  whole tree, root and module nodes included, whose ``physicalId`` is 0, so it can overwrite
-  node 0's label, and then patches the member lists by dropping their first entries; that
-  corruption is not reproduced;
+* labels are read from the leaf nodes only (their finest modules, through
+  ``write_clu(depth_level=-1)``). The reference iterates the whole tree, root and module nodes included, whose ``physicalId`` is 0, so it
+  can overwrite node 0's label, and then patches the member lists by dropping their first
+  entries; that corruption is not reproduced;
 * the seed is ``max(1, context.seed)``: current Infomap refuses seeds below 1 (the reference
   ran Infomap's default seed 123);
 * float64 link rows keep node ids exact beyond 2^24 items (float32 would not).
@@ -30,6 +30,8 @@ Markov time 1.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 import warnings
 
@@ -112,6 +114,24 @@ def knn_links(knn: Knn, min_sim: float) -> np.ndarray:
     links[:, 1] = nbrs[src, col]
     links[:, 2] = knn.sims[src, col]
     return links
+
+
+def _leaf_modules(im) -> tuple[np.ndarray, np.ndarray]:
+    """(node ids, finest module ids) of the network's leaf nodes, int64 arrays.
+
+    Read from the ``.clu`` file Infomap writes, not from ``Result.modules()``: that walks
+    SWIG vectors with a Python iterator, and when faiss (another SWIG module) is loaded in
+    the same process SWIG's shared type table can hand it faiss' iterator class, which
+    crashed the interpreter (seen in the test suite). The file is read with pandas' C
+    parser: fast at millions of nodes.
+    """
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "modules.clu")
+        im.write_clu(path, depth_level=-1)
+        table = pd.read_csv(path, sep=" ", comment="#", header=None, usecols=[0, 1], dtype=np.int64)
+    return table[0].to_numpy(), table[1].to_numpy()
 
 
 def _check(min_sim, num_trials, teleportation_probability, markov_time) -> None:
@@ -197,10 +217,8 @@ def cluster(
         result = im.run()
         t_run = time.perf_counter()
         # leaf (physical) nodes only; their finest module (= the top module when two-level)
-        modules = result.modules(level=-1)
+        nodes, mods = _leaf_modules(im)
     del im, links
-    nodes = np.fromiter(modules.keys(), dtype=np.int64, count=len(modules))
-    mods = np.fromiter(modules.values(), dtype=np.int64, count=len(modules))
     labels[nodes] = mods - mods.min()
     t_end = time.perf_counter()
     build = t_built - t0

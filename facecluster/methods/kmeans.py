@@ -50,16 +50,18 @@ N_CLUSTERS_SCHEMA = {"oneOf": [{"type": "integer", "minimum": 1}, {"const": "tru
 #: so 8 errs on the side of a larger (costlier) number of clusters.
 ASSUMED_ITEMS_PER_CLUSTER = 8
 
-#: KMeans: seconds per (item x cluster x dimension x Lloyd iteration) on one thread
-#: (float32, measured here: 2-20K items, d 256, 60-300 clusters)
-KMEANS_SECONDS_PER_NKD = 1.0e-10
-#: Lloyd iterations the estimate assumes per run (scikit-learn stops at max_iter=300; runs on
-#: clustered data measured here took 10-40)
-KMEANS_ITERATIONS = 60
-#: MiniBatchKMeans: seconds per (item x cluster x dimension) for one epoch on one thread
-MINIBATCH_SECONDS_PER_NKD = 1.0e-10
-#: epochs the estimate assumes (max_iter=100 epochs at most; early stopping usually ends it
-#: much sooner)
+#: KMeans: seconds per (item x cluster x dimension) and Lloyd iteration on one thread (float32;
+#: measured here on 2-20K synthetic items, d 256, 75-290 clusters: 1.65-2.2e-9 per NCD for a
+#: whole run of about 8 iterations plus k-means++ seeding)
+KMEANS_SECONDS_PER_NKD = 1.2e-10
+#: Lloyd iterations the estimate assumes per run: the synthetic runs measured here converged
+#: in 6-10, real embeddings take more; scikit-learn stops at max_iter=300
+KMEANS_ITERATIONS = 30
+#: MiniBatchKMeans: seconds per (item x cluster x dimension) of one epoch, one thread (small
+#: batches cost more per multiply-add than Lloyd's chunks)
+MINIBATCH_SECONDS_PER_NKD = 1.8e-10
+#: epochs the estimate assumes: max_iter is 100 epochs, but early stopping (10 steps without
+#: improvement) ended every run measured here within 1-3 epochs
 MINIBATCH_EPOCHS = 10
 
 
@@ -129,26 +131,27 @@ def _n_init(n_init, minibatch: bool) -> int:
 def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -> Cost:
     """Peak memory and wall time of k-means on ``n`` items of dimension ``dim``.
 
-    Memory: the features and scikit-learn's centred copy (float32, 2 x N x D x 4 bytes), the
-    labels and per-item buffers, and the centres with their per-thread partial sums
-    (C x D x 4 bytes, a few copies). Time: ``n_init`` runs of ``KMEANS_ITERATIONS`` Lloyd
-    iterations (plus k-means++ seeding, about 2 + ln C iterations' worth), each N x C x D
-    multiply-adds at the measured rate, divided by ``threads`` (Lloyd's assignment step is
-    OpenMP-parallel). MiniBatchKMeans: ``MINIBATCH_EPOCHS`` epochs of N x C x D, plus
-    seeding on the init sample. ``n_clusters: "true"`` counts as
-    ``n / ASSUMED_ITEMS_PER_CLUSTER`` clusters.
+    Memory: the features, scikit-learn's centred copy and its buffers (3 x N x D x 4 bytes),
+    per-item labels, norms and weights, and the centres with their per-thread partial sums
+    (C x D x 4 bytes, a few copies); measured 55 MB at 20K items. Time: ``n_init`` runs of
+    ``KMEANS_ITERATIONS`` Lloyd iterations plus k-means++ seeding (about 2 + ln C iterations'
+    worth), each N x C x D multiply-adds at ``KMEANS_SECONDS_PER_NKD``, over ``threads``
+    (the assignment step is OpenMP-parallel). MiniBatchKMeans: ``MINIBATCH_EPOCHS`` epochs
+    of N x C x D, plus seeding on the init sample (3 x batch_size items, or 3 C when that is
+    fewer than C). ``n_clusters: "true"`` counts as ``n / ASSUMED_ITEMS_PER_CLUSTER``.
     """
     c = estimated_n_clusters(params.get("n_clusters", "true"), n)
     minibatch = bool(params.get("minibatch", False))
     n_init = _n_init(params.get("n_init"), minibatch)
-    memory = 2.0 * n * dim * 4 + 32.0 * n + (4 + 2 * threads) * c * dim * 4
-    seeding = (2 + math.log(max(c, 1))) * c * dim
+    memory = 3.0 * n * dim * 4 + 64.0 * n + (4 + 2 * threads) * c * dim * 4
+    seeding = 2 + math.log(c)  # k-means++ costs about this many Lloyd iterations
     if minibatch:
-        init_size = min(n, max(3 * int(params.get("batch_size", 100)), 3 * c))
-        work = n_init * seeding * init_size + MINIBATCH_EPOCHS * n * c * dim
+        batch = int(params.get("batch_size", 100))
+        init_size = min(n, 3 * batch if 3 * batch >= c else 3 * c)
+        work = n_init * seeding * init_size * c * dim + MINIBATCH_EPOCHS * n * c * dim
         seconds = MINIBATCH_SECONDS_PER_NKD * work / threads
     else:
-        work = n_init * (seeding * n + KMEANS_ITERATIONS * n * c * dim)
+        work = n_init * (seeding + KMEANS_ITERATIONS) * n * c * dim
         seconds = KMEANS_SECONDS_PER_NKD * work / threads
     return Cost(memory, seconds)
 

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 __all__ = ["SPEC", "estimate", "cluster"]
 
 #: seconds per (seed x item x dimension), all steps of a seed's climb included, one thread;
-#: measured here on 1-5K items, d 256, bandwidth 1.0 and 0.5
-SECONDS_PER_SEED_ITEM_DIM = 1.0e-9
+#: measured here at bandwidth 1.0 on synthetic d 256 items: 1.1e-8 at 2K (11 s), 1.7-2.6e-8
+#: at 5-6K (155-165 s); at bandwidth 0.5, where most windows hold one item, 2.2e-9
+SECONDS_PER_SEED_ITEM_DIM = 2.5e-8
 
 
 def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -> Cost:

@@ -29,6 +29,10 @@ without replacement (dask-ml's draw: one ``randint`` then ``choice`` from
 * k-means on the embedding. dask-ml uses its own KMeans (k-means|| init, one run); here it
   is scikit-learn's ``KMeans(n_clusters, n_init=1, random_state=seed)`` with k-means++ init,
   the one difference from dask-ml (same landmarks and embedding, different k-means seeding).
+
+Checked against dask-ml 2025.1.0 (dask 2026.8.0, scikit-learn 1.9.1) on 3,000 items: the
+embedding fed to its k-means equals :func:`nystrom_embedding` to 1e-13, up to the sign of
+each eigenvector.
 """
 
 from __future__ import annotations
@@ -42,7 +46,14 @@ import scipy.sparse as sp
 from ..io import Knn
 from ..progress import Progress
 from . import Cost, FamilySpec
-from .kmeans import N_CLUSTERS_SCHEMA, estimated_n_clusters, limit_threads, resolve_n_clusters
+from .kmeans import (
+    KMEANS_ITERATIONS,
+    KMEANS_SECONDS_PER_NKD,
+    N_CLUSTERS_SCHEMA,
+    estimated_n_clusters,
+    limit_threads,
+    resolve_n_clusters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +62,14 @@ __all__ = ["SPEC", "knn_connectivity", "nystrom_embedding", "estimate", "cluster
 AFFINITIES = ("nearest_neighbors", "rbf")
 ASSIGN_LABELS = ("discretize", "kmeans", "cluster_qr")
 
-#: nearest_neighbors: seconds per (item x eigenvector^2) of ARPACK + discretize, measured here
-#: (one thread; N 2-10K, 60-1250 eigenvectors)
-NN_SECONDS_PER_NC2 = 1.0e-8
-#: rbf: seconds per (item x cluster x embedding dimension) of the final k-means (one thread,
-#: ``KMEANS_ITERATIONS`` iterations included)
-RBF_SECONDS_PER_NKC = 1.0e-8
+#: nearest_neighbors, one thread: ARPACK's time varies with the eigengaps (20K items took 29 s
+#: for 290 eigenvectors but 40 s for 100), so the estimate is an envelope of the runs measured
+#: here (2-20K synthetic items, 75-600 clusters): seconds per item x eigenvector^2 ...
+NN_SECONDS_PER_NC2 = 1.6e-8
+#: ... plus seconds per item^2
+NN_SECONDS_PER_N2 = 1.0e-7
+#: rbf: seconds per multiply-add of the float64 kernel blocks, one thread
+RBF_SECONDS_PER_MAC = 1.0e-10
 #: row block of the Nyström kernel blocks
 BLOCK_ROWS = 8192
 
@@ -192,26 +205,31 @@ def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -
     ``nearest_neighbors`` (C clusters = eigenvectors): memory of ARPACK's Lanczos basis
     (``ncv = 2C + 1`` vectors of N float64), the eigenvectors and the discretize/k-means
     copies (about 4 x N x C float64 more), and the affinity, Laplacian and the sparse LU of
-    the shift-invert (fill-in measured at about 400 bytes per item); time measured as
-    ``NN_SECONDS_PER_NC2 x N x C^2`` (ARPACK and discretize are both O(N C^2)). Poorly
-    threaded, so ``threads`` is not used.
+    the shift-invert (about 400 bytes per item and 60 per neighbour); measured 243 MB at 20K
+    items and 290 clusters, 451 MB at 600. Time: ``NN_SECONDS_PER_NC2 x N x C^2 +
+    NN_SECONDS_PER_N2 x N^2`` (ARPACK and discretize are O(N C^2); ARPACK's restarts add the
+    rest), single-threaded (ARPACK), so ``threads`` is not counted.
 
-    ``rbf``: memory of the embedding (N x c float64, c = min(C, l)) and its k-means copies, and
-    one kernel block (l x BLOCK_ROWS float64, a few); time of two kernel passes (2 x N x l x D
-    multiply-adds) and the k-means (``RBF_SECONDS_PER_NKC x N x C x c``, over ``threads``).
+    ``rbf``: memory of the embedding (N x c float64, c = min(C, l)) and its k-means copies,
+    and the kernel blocks (l x BLOCK_ROWS float64 and a float64 copy of BLOCK_ROWS features,
+    a few each); time of two kernel passes (2 x N x l x D multiply-adds), the SVD (l^3) and
+    the k-means on the embedding as :func:`facecluster.methods.kmeans.estimate` counts it
+    (one run, over ``threads``).
 
     ``n_clusters: "true"`` counts as ``n / ASSUMED_ITEMS_PER_CLUSTER`` clusters.
     """
     c = estimated_n_clusters(params.get("n_clusters", "true"), n)
     if params.get("affinity", "nearest_neighbors") == "rbf":
-        ln = min(int(params.get("n_components_nystrom", 100)), max(1, n - 1))
+        ln = max(1, min(int(params.get("n_components_nystrom", 100)), n - 1))
         e = min(c, ln)
-        memory = 3.0 * n * e * 8 + 4.0 * ln * min(n, BLOCK_ROWS) * 8 + n * dim * 4 + 5 * ln * ln * 8
-        seconds = 2 * n * ln * dim * 2e-10 + ln**3 * 1e-9 + RBF_SECONDS_PER_NKC * n * c * e / threads
-        return Cost(memory, seconds)
+        rows = min(n, BLOCK_ROWS)
+        memory = 3.0 * n * e * 8 + n * dim * 4 + 4.0 * rows * (ln + dim) * 8 + 5.0 * ln * ln * 8
+        kernel = RBF_SECONDS_PER_MAC * (2.0 * n * ln * dim + ln**3)
+        kmeans_work = (KMEANS_ITERATIONS + 2 + math.log(c)) * n * c * e
+        return Cost(memory, kernel + KMEANS_SECONDS_PER_NKD * kmeans_work / threads)
     nbr = int(params.get("n_neighbors", 10))
     memory = n * ((2 * c + 1) * 8 + 4 * c * 8 + 400 + 60 * nbr) + n * dim * 4
-    seconds = NN_SECONDS_PER_NC2 * n * c * c + 1e-5 * n * nbr
+    seconds = NN_SECONDS_PER_NC2 * n * c * c + NN_SECONDS_PER_N2 * n * n
     return Cost(memory, seconds)
 
 
@@ -229,7 +247,7 @@ SPEC = FamilySpec(
         "gamma": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
         "n_components_nystrom": {"type": "integer", "minimum": 1, "default": 100},
     },
-    threads=16,
+    threads=8,
     estimate=estimate,
 )
 
@@ -284,9 +302,7 @@ def cluster(
         aff = 0.5 * (conn + conn.T)
         log.info("spectral (kNN, %d neighbours): %d items, %d clusters", n_neighbors, n, c)
         with limit_threads(threads):
-            labels = spectral_clustering(
-                aff, n_clusters=c, assign_labels=method, random_state=seed
-            )
+            labels = spectral_clustering(aff, n_clusters=c, assign_labels=method, random_state=seed)
         return np.asarray(labels, dtype=np.int64)
 
     from sklearn.cluster import KMeans
@@ -305,14 +321,10 @@ def cluster(
         raise ValueError(f"affinity='rbf' needs at least 2 items, got {n}")
     landmarks = int(n_components_nystrom)
     if landmarks >= n:
-        log.warning(
-            "n_components_nystrom=%d >= %d items: using %d landmarks", landmarks, n, n - 1
-        )
+        log.warning("n_components_nystrom=%d >= %d items: using %d landmarks", landmarks, n, n - 1)
         landmarks = n - 1
     log.info("spectral (Nyström RBF, %d landmarks): %d items, %d clusters", landmarks, n, c)
     with limit_threads(threads):
-        emb = nystrom_embedding(
-            features, c, n_landmarks=landmarks, gamma=float(gamma), seed=seed
-        )
+        emb = nystrom_embedding(features, c, n_landmarks=landmarks, gamma=float(gamma), seed=seed)
         km = KMeans(n_clusters=c, n_init=1, random_state=seed).fit(emb)
     return km.labels_.astype(np.int64)
