@@ -85,8 +85,11 @@ def make_data(args, work: Path) -> None:
         np.save(work / f"{name}_labels.npy", lab)
         t0 = time.perf_counter()
         knn = build_knn(f, args.k, threads=args.threads)
-        print(f"# {name}: {len(lab):,} items, {len(np.unique(lab)):,} identities; "
-              f"exact kNN k={args.k}: {time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"# {name}: {len(lab):,} items, {len(np.unique(lab)):,} identities; "
+            f"exact kNN k={args.k}: {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
         write_knn(work / f"{name}_knn.npz", knn)
 
 
@@ -129,8 +132,15 @@ def run_one(args, work: Path) -> dict:
         return {"committee": members}
 
     feats, labels, knn = load("test")
-    cost = spec.cost(len(labels), feats.shape[1], cfg["k"], params=cfg["params"],
-                     train_params=cfg["train"], train=False, threads=args.threads)
+    cost = spec.cost(
+        len(labels),
+        feats.shape[1],
+        cfg["k"],
+        params=cfg["params"],
+        train_params=cfg["train"],
+        train=False,
+        threads=args.threads,
+    )
     from facecluster.resources import refusal
 
     why = refusal(cost, {"mem_mb": args.mem_mb, "runtime": args.runtime})
@@ -139,14 +149,25 @@ def run_one(args, work: Path) -> dict:
     model = None
     if spec.supervised:
         tf, tl, tk = load("train")
-        ctx = Context(seed=args.seed, threads=args.threads, device="cpu",
-                      knn_backend=backend, n_true_clusters=len(np.unique(tl)),
-                      extra=extra(tf, cfg["k"]))
+        ctx = Context(
+            seed=args.seed,
+            threads=args.threads,
+            device="cpu",
+            knn_backend=backend,
+            n_true_clusters=len(np.unique(tl)),
+            extra=extra(tf, cfg["k"]),
+        )
         t0 = time.perf_counter()
         model = family.train(tf, tl, tk, context=ctx, **cfg["train"])
         out["train_seconds"] = time.perf_counter() - t0
-    ctx = Context(seed=args.seed, threads=args.threads, device="cpu", knn_backend=backend,
-                  n_true_clusters=len(np.unique(labels)), extra=extra(feats, cfg["k"]))
+    ctx = Context(
+        seed=args.seed,
+        threads=args.threads,
+        device="cpu",
+        knn_backend=backend,
+        n_true_clusters=len(np.unique(labels)),
+        extra=extra(feats, cfg["k"]),
+    )
     t0 = time.perf_counter()
     pred = family.cluster(feats, knn, context=ctx, model=model, **cfg["params"])
     out["seconds"] = time.perf_counter() - t0
@@ -172,16 +193,32 @@ def main(argv=None):
             make_data(args, work)
         config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
         methods = args.methods or list(config["methods"])
-        print(f"# {args.dataset} settings, {args.threads} threads; "
-              "seconds = cluster (train), peak RSS of the method's process")
+        print(
+            f"# {args.dataset} settings, {args.threads} threads; "
+            "seconds = cluster (train), peak RSS of the method's process"
+        )
         header = f"{'method':<18}{'seconds':>10}{'train s':>10}{'peak MB':>10}"
         header += f"{'clusters':>10}{'pair F':>8}  notes"
         print(header)
         for m in methods:
-            cmd = [sys.executable, __file__, "--run", m, "--work", str(work),
-                   "--dataset", args.dataset, "--mem-mb", str(args.mem_mb),
-                   "--runtime", str(args.runtime), "--threads", str(args.threads),
-                   "--seed", str(args.seed)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--run",
+                m,
+                "--work",
+                str(work),
+                "--dataset",
+                args.dataset,
+                "--mem-mb",
+                str(args.mem_mb),
+                "--runtime",
+                str(args.runtime),
+                "--threads",
+                str(args.threads),
+                "--seed",
+                str(args.seed),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{m:<18} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -196,12 +233,17 @@ def main(argv=None):
                 notes.append(f"reference {ref:.2f} s ({ref / r['seconds']:.1f}x)")
             if "timings" in r:
                 total = sum(r["timings"].values()) or 1.0
-                notes.append(", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f} %)"
-                                       for k, v in r["timings"].items()))
+                notes.append(
+                    ", ".join(
+                        f"{k} {v:.2f} s ({100 * v / total:.0f} %)" for k, v in r["timings"].items()
+                    )
+                )
             train = f"{r['train_seconds']:.1f}" if "train_seconds" in r else ""
-            print(f"{m:<18}{r['seconds']:>10.2f}{train:>10}{r['peak_rss_mb']:>10.0f}"
-                  f"{r['clusters']:>10}{100 * r['pairwise_f']:>8.2f}  {'; '.join(notes)}",
-                  flush=True)
+            print(
+                f"{m:<18}{r['seconds']:>10.2f}{train:>10}{r['peak_rss_mb']:>10.0f}"
+                f"{r['clusters']:>10}{100 * r['pairwise_f']:>8.2f}  {'; '.join(notes)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

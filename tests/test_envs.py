@@ -154,7 +154,8 @@ _run({family!r}, feats, labels, _members(feats, 0))
 def test_each_family_runs_within_its_env(family):
     env = ROOT / "envs" / f"{get_family(family).SPEC.conda_env}.yaml"
     assert env.is_file()
-    _import_in_env(env, ["facecluster.tasks", FAMILIES[family]], run=RUN_FAMILY.format(family=family))
+    modules = ["facecluster.tasks", FAMILIES[family]]
+    _import_in_env(env, modules, run=RUN_FAMILY.format(family=family))
 
 
 def test_import_check_fails_for_a_package_outside_the_env():

@@ -54,7 +54,8 @@ def test_every_family_has_a_spec_and_entry_points():
         assert callable(module.cluster), name
         assert callable(getattr(module, "train", None)) == module.SPEC.supervised, name
         assert set(module.SPEC.needs) <= set(NEEDS), name
-        assert module.SPEC.threads >= 1 and (ROOT / "envs" / f"{module.SPEC.conda_env}.yaml").is_file()
+        assert module.SPEC.threads >= 1
+        assert (ROOT / "envs" / f"{module.SPEC.conda_env}.yaml").is_file()
         for pname, prop in {**module.SPEC.params, **module.SPEC.train_params}.items():
             assert "default" in prop or pname in module.SPEC.required, (name, pname)
     with pytest.raises(KeyError, match="unknown method family 'nope'.*cdp"):

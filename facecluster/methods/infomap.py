@@ -14,9 +14,10 @@ Differences from the reference script, all deliberate:
   sorted row and stops at the first neighbour below ``min_sim``; on rows sorted by descending
   similarity the mask selects the same links;
 * labels are read from the leaf nodes only (their finest modules, through
-  ``write_clu(depth_level=-1)``). The reference iterates the whole tree, root and module nodes included, whose ``physicalId`` is 0, so it
-  can overwrite node 0's label, and then patches the member lists by dropping their first
-  entries; that corruption is not reproduced;
+  ``write_clu(depth_level=-1)``). The reference iterates the whole tree, root and module
+  nodes included, whose ``physicalId`` is 0, so it can overwrite node 0's label, and
+  then patches the member lists by dropping their first entries; that corruption is not
+  reproduced;
 * the seed is ``max(1, context.seed)``: current Infomap refuses seeds below 1 (the reference
   ran Infomap's default seed 123);
 * float64 link rows keep node ids exact beyond 2^24 items (float32 would not).
@@ -114,6 +115,11 @@ def knn_links(knn: Knn, min_sim: float) -> np.ndarray:
     links[:, 1] = nbrs[src, col]
     links[:, 2] = knn.sims[src, col]
     return links
+
+
+#: seconds of the last :func:`cluster` call: ``build`` (links and network), ``optimise``,
+#: ``read`` (modules back); benchmarks/methods.py prints their shares
+LAST_TIMINGS: dict[str, float] = {}
 
 
 def _leaf_modules(im) -> tuple[np.ndarray, np.ndarray]:
@@ -240,4 +246,6 @@ def cluster(
         t_run - t_built,
         t_end - t_run,
     )
+    LAST_TIMINGS.clear()
+    LAST_TIMINGS.update(build=build, optimise=t_run - t_built, read=t_end - t_run)
     return labels
