@@ -384,11 +384,15 @@ def cluster(
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+    params = dict(method_cfg.get("params", {}))
+    n_true = _n_true_clusters(gt)
+    if params.get("n_clusters") == "true" and n_true:  # the estimate may use the real count
+        params["n_clusters"] = n_true
     cost = spec.cost(
         n_items,
         dim,
         method_cfg["k"],
-        params=method_cfg.get("params", {}),
+        params=params,
         train_params=method_cfg.get("train", {}),
         train=False,
         threads=threads,
@@ -415,7 +419,7 @@ def cluster(
         seed=seed,
         threads=threads,
         device=device,
-        n_true_clusters=_n_true_clusters(gt),
+        n_true_clusters=n_true,
         extra=load_extra(extra, dim=dim, n_items=feats.shape[0], k=method_cfg["k"]),
     )
     pred = family.cluster(feats, graph, context=ctx, model=model, **method_cfg.get("params", {}))

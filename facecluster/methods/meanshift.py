@@ -28,23 +28,30 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SPEC", "estimate", "cluster"]
 
-#: seconds per (seed x item x dimension), all steps of a seed's climb included, one thread;
-#: measured here at bandwidth 1.0 on synthetic d 256 items: 1.1e-8 at 2K (11 s), 1.7-2.6e-8
-#: at 5-6K (155-165 s); at bandwidth 0.5, where most windows hold one item, 2.2e-9
-SECONDS_PER_SEED_ITEM_DIM = 2.5e-8
+#: seconds per (seed x item x dimension) at 6K items, all steps of a seed's climb included,
+#: one thread; measured here at bandwidth 1.0 on synthetic d 256 items: 1.1e-8 at 2K (11 s),
+#: 1.7e-8 at 6K (155 s), 4.0e-8 at 20K (a climb from 200 sampled seeds took 172 ms and 29
+#: steps on average: about 70 min for all 20K seeds) ...
+SECONDS_PER_SEED_ITEM_DIM = 1.7e-8
+#: ... growing as (N / 6000) ** GROWTH_EXPONENT above 6K (windows and climbs get longer);
+#: at bandwidth 0.5, where most windows hold one item, 2K items took 2.3 s (2.2e-9)
+GROWTH_EXPONENT = 0.75
 
 
 def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -> Cost:
     """Peak memory and wall time of mean shift on ``n`` items of dimension ``dim``.
 
     Memory: the features and scikit-learn's float64 copy, one more float64 copy per joblib
-    worker process (``threads`` of them) with its radius-query buffers, and the modes. Time:
-    ``SECONDS_PER_SEED_ITEM_DIM x seeds x N x D`` over ``threads`` (seeds are spread over
+    worker process (``threads`` of them) with its radius-query buffers, and the modes
+    (measured 81 MB at 6K items, one thread). Time: ``SECONDS_PER_SEED_ITEM_DIM x
+    (N / 6000) ** GROWTH_EXPONENT x seeds x N x D`` over ``threads`` (seeds are spread over
     worker processes); seeds = N without ``bin_seeding`` (with it, the estimate still counts
-    N, an upper bound).
+    N, an upper bound). Calibrated at bandwidth 1.0, the slow case; smaller bandwidths run up
+    to 10x faster.
     """
     memory = n * dim * 4 + (1 + threads) * (n * dim * 8 + 64.0 * n) + 50e6 * threads
-    seconds = SECONDS_PER_SEED_ITEM_DIM * n * n * dim / threads
+    growth = (max(n, 6000) / 6000) ** GROWTH_EXPONENT
+    seconds = SECONDS_PER_SEED_ITEM_DIM * growth * n * n * dim / threads
     return Cost(memory, seconds)
 
 
