@@ -128,17 +128,61 @@ SPEC = FamilySpec(
     threads=1,
     needs=("committee",),
     params={
-        "th": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9925},
-        "inputs": {**_INPUTS_SCHEMA, "type": ["array", "null"], "default": None},
+        "th": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "default": 0.9925,
+            "description": "Keep pairs whose mediator probability of a shared identity is > th; "
+            "0.9925 on emore_u200k.",
+        },
+        "inputs": {
+            **_INPUTS_SCHEMA,
+            "type": ["array", "null"],
+            "default": None,
+            "description": "Pair features; null uses the trained model's, a list must equal the "
+            "model's.",
+        },
         **PROPAGATION_PARAMS,
     },
     train_params={
-        "inputs": {**_INPUTS_SCHEMA, "default": list(INPUTS)},
-        "epochs": {"type": "integer", "minimum": 1, "default": 2},
-        "lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.001},
-        "momentum": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.9},
-        "weight_decay": {"type": "number", "minimum": 0, "default": 1e-4},
-        "batch_size": {"type": "integer", "minimum": 1, "default": 1024},
+        "inputs": {
+            **_INPUTS_SCHEMA,
+            "default": list(INPUTS),
+            "description": "Pair features in column order, among relationship, affinity and "
+            "structure (the reference: all).",
+        },
+        "epochs": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 2,
+            "description": "SGD epochs over the shuffled training pairs (the reference: 2).",
+        },
+        "lr": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 0.001,
+            "description": "SGD learning rate (the reference: 0.001).",
+        },
+        "momentum": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "default": 0.9,
+            "description": "SGD momentum (the reference: 0.9).",
+        },
+        "weight_decay": {
+            "type": "number",
+            "minimum": 0,
+            "default": 1e-4,
+            "description": "SGD weight decay (the reference: 1e-4).",
+        },
+        "batch_size": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 1024,
+            "description": "Training pairs per SGD step (the reference: 1024).",
+        },
     },
     estimate=estimate,
 )

@@ -72,8 +72,21 @@ SPEC = FamilySpec(
     "least `accept` committee kNN lists confirm, size-capped propagation",
     needs=("committee",),
     params={
-        "th": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.605},
-        "accept": {"type": ["integer", "null"], "minimum": 0, "default": None},
+        "th": {
+            "type": "number",
+            "minimum": -1,
+            "maximum": 1,
+            "default": 0.605,
+            "description": "Keep base kNN pairs with cosine similarity > th (strict); 0.605 on "
+            "emore_u200k and u600k.",
+        },
+        "accept": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "default": None,
+            "description": "Committee votes a pair needs, 0 to committee size; null for the "
+            "committee size (all agree).",
+        },
         **PROPAGATION_PARAMS,
     },
     estimate=estimate,

@@ -53,8 +53,20 @@ def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -
 SPEC = FamilySpec(
     summary="DBSCAN (scikit-learn) on the features, Euclidean; CDP's DBSCAN baseline",
     params={
-        "eps": {"type": "number", "exclusiveMinimum": 0, "default": 0.75},
-        "min_samples": {"type": "integer", "minimum": 1, "default": 10},
+        "eps": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 0.75,
+            "description": "Neighbourhood radius, Euclidean on unit vectors (0.75: cos >= 0.72, "
+            "CDP's setting).",
+        },
+        "min_samples": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 10,
+            "description": "Neighbourhood size of a core point, the point itself included (CDP's "
+            "setting: 10).",
+        },
     },
     threads=16,
     estimate=estimate,

@@ -145,15 +145,30 @@ SPEC = FamilySpec(
     summary="Agglomerative clustering: Ward with kNN connectivity (scikit-learn; the 'HAC "
     "knn30' baseline) or average linkage on all cosine distances (scipy)",
     params={
-        "linkage": {"enum": list(LINKAGES), "default": "ward"},
+        "linkage": {
+            "enum": list(LINKAGES),
+            "default": "ward",
+            "description": "ward (kNN connectivity, cut at n_clusters) or average (all cosine "
+            "distances, cut at distance_threshold).",
+        },
         "n_clusters": {
             "oneOf": [*N_CLUSTERS_SCHEMA["oneOf"], {"type": "null"}],
             "default": "true",
+            "description": "Clusters at which the ward tree is cut, or 'true' for the "
+            "ground-truth count; unused by average.",
         },
-        "n_neighbors": {"type": "integer", "minimum": 1, "default": 30},
+        "n_neighbors": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 30,
+            "description": "Neighbours per item in ward's connectivity, self excluded (the 'HAC "
+            "knn30' baseline: 30).",
+        },
         "distance_threshold": {
             "oneOf": [{"type": "number", "minimum": 0, "maximum": 2}, {"type": "null"}],
             "default": 0.5,
+            "description": "Cosine distance at which the average-linkage tree is cut; unused by "
+            "ward.",
         },
     },
     threads=2,

@@ -53,10 +53,17 @@ def estimate(n: int, dim: int, k: int, *, params: dict, threads: int = 1, **_) -
 SPEC = FamilySpec(
     summary="HDBSCAN (scikit-learn) on the features, Euclidean; CDP's HDBSCAN baseline",
     params={
-        "min_cluster_size": {"type": "integer", "minimum": 2, "default": 10},
+        "min_cluster_size": {
+            "type": "integer",
+            "minimum": 2,
+            "default": 10,
+            "description": "Smallest cluster kept (CDP's 'HDBSCAN min10': 10).",
+        },
         "min_samples": {
             "oneOf": [{"type": "integer", "minimum": 1}, {"type": "null"}],
             "default": None,
+            "description": "Neighbours defining an item's core distance; null for "
+            "min_cluster_size (the reference).",
         },
     },
     threads=4,

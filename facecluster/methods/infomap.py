@@ -77,17 +77,47 @@ SPEC = FamilySpec(
     conda_env="infomap",
     threads=2,
     params={
-        "min_sim": {"type": "number", "minimum": -1, "maximum": 1, "default": 0.58},
-        "two_level": {"type": "boolean", "default": True},
-        "directed": {"type": "boolean", "default": True},
-        "num_trials": {"type": "integer", "minimum": 1, "default": 1},
+        "min_sim": {
+            "type": "number",
+            "minimum": -1,
+            "maximum": 1,
+            "default": 0.58,
+            "description": "Link kNN neighbours with cosine similarity >= min_sim; 0.58 on MS1M "
+            "(face-cluster-by-infomap).",
+        },
+        "two_level": {
+            "type": "boolean",
+            "default": True,
+            "description": "Two-level partition (the reference); false clusters by the finest "
+            "modules of a multi-level tree.",
+        },
+        "directed": {
+            "type": "boolean",
+            "default": True,
+            "description": "Directed flow model (the reference); false makes the links undirected.",
+        },
+        "num_trials": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 1,
+            "description": "Infomap optimisation trials; the best partition is kept (the "
+            "reference: 1).",
+        },
         "teleportation_probability": {
             "type": "number",
             "minimum": 0,
             "maximum": 1,
             "default": 0.15,
+            "description": "Teleportation rate of the directed flow model (Infomap's default "
+            "0.15, as the reference).",
         },
-        "markov_time": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
+        "markov_time": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 1.0,
+            "description": "Scales the code length of module exits; > 1 gives fewer, larger "
+            "modules (the reference: 1).",
+        },
     },
     estimate=estimate,
 )

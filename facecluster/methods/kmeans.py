@@ -160,12 +160,28 @@ SPEC = FamilySpec(
     summary="k-means / mini-batch k-means (scikit-learn) on the features; the KMeans and "
     "MiniBatchKMeans baselines of learn-to-cluster and CDP",
     params={
-        "n_clusters": {**N_CLUSTERS_SCHEMA, "default": "true"},
-        "minibatch": {"type": "boolean", "default": False},
-        "batch_size": {"type": "integer", "minimum": 1, "default": 100},
+        "n_clusters": {
+            **N_CLUSTERS_SCHEMA,
+            "default": "true",
+            "description": "Number of clusters, or 'true' for the number of ground-truth "
+            "identities of the split.",
+        },
+        "minibatch": {
+            "type": "boolean",
+            "default": False,
+            "description": "Use MiniBatchKMeans instead of KMeans (the references' MS1M rows).",
+        },
+        "batch_size": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 100,
+            "description": "Mini-batch size (minibatch only); the references used 100 to 1000.",
+        },
         "n_init": {
             "oneOf": [{"type": "integer", "minimum": 1}, {"type": "null"}],
             "default": None,
+            "description": "k-means++ restarts; null for the references' 10 (KMeans) or 3 "
+            "(MiniBatchKMeans).",
         },
     },
     threads=16,

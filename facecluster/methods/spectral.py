@@ -237,15 +237,45 @@ SPEC = FamilySpec(
     summary="Spectral clustering: scikit-learn's on the kNN connectivity (the 'Spectral' "
     "baseline) or the Nyström RBF method of dask-ml ('DaskSpectral')",
     params={
-        "n_clusters": {**N_CLUSTERS_SCHEMA, "default": "true"},
-        "affinity": {"enum": list(AFFINITIES), "default": "nearest_neighbors"},
-        "n_neighbors": {"type": "integer", "minimum": 1, "default": 10},
+        "n_clusters": {
+            **N_CLUSTERS_SCHEMA,
+            "default": "true",
+            "description": "Number of clusters, or 'true' for the number of ground-truth "
+            "identities of the split.",
+        },
+        "affinity": {
+            "enum": list(AFFINITIES),
+            "default": "nearest_neighbors",
+            "description": "nearest_neighbors (scikit-learn on the kNN connectivity, 'Spectral') "
+            "or rbf (Nyström, 'DaskSpectral').",
+        },
+        "n_neighbors": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 10,
+            "description": "Neighbours of the connectivity, self included (nearest_neighbors; the "
+            "reference: 10).",
+        },
         "assign_labels": {
             "oneOf": [{"enum": list(ASSIGN_LABELS)}, {"type": "null"}],
             "default": None,
+            "description": "Label assignment (nearest_neighbors); null for discretize (the "
+            "reference); rbf always uses kmeans.",
         },
-        "gamma": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
-        "n_components_nystrom": {"type": "integer", "minimum": 1, "default": 100},
+        "gamma": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "default": 1.0,
+            "description": "RBF kernel coefficient (rbf); on unit vectors the kernel is exp(-2 "
+            "gamma (1 - cos)).",
+        },
+        "n_components_nystrom": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 100,
+            "description": "Nyström landmarks (rbf; dask-ml's n_components), reduced to N - 1 on "
+            "smaller inputs.",
+        },
     },
     threads=8,
     estimate=estimate,
