@@ -37,21 +37,10 @@ def knn_cost(n: int, dim: int, k: int, *, index: str, gpu: bool, threads: int) -
     return Cost(n * (4 * dim + 16 * k), seconds)
 
 
-def method_cost(
-    spec: FamilySpec,
-    n: int,
-    dim: int,
-    k: int,
-    *,
-    params: dict,
-    train_params: dict,
-    train: bool,
-    threads: int,
-) -> Cost:
-    """A family's own estimate of training or clustering ``n`` items (:meth:`FamilySpec.cost`)."""
-    return spec.cost(
-        n, dim, k, params=params, train_params=train_params, train=train, threads=threads
-    )
+def method_cost(spec: FamilySpec, n: int, dim: int, k: int, **keywords) -> Cost:
+    """A family's own estimate of training or clustering ``n`` items: :meth:`FamilySpec.cost`
+    with its keywords (``params``, ``train_params``, ``train``, ``threads``)."""
+    return spec.cost(n, dim, k, **keywords)
 
 
 def mem_mb(cost: Cost, attempt: int = 1, *, base_mb: int = 1000) -> int:

@@ -27,6 +27,18 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture(scope="module")
+def separated_groups():
+    """:func:`_problems.two_groups_and_outlier` (41 items) with its kNN graph (k 12):
+    ``(features, labels, knn)``."""
+    from _problems import two_groups_and_outlier
+
+    from facecluster.knn import brute_force_knn
+
+    x, truth = two_groups_and_outlier()
+    return x, truth, brute_force_knn(x, 12)
+
+
 class HTTPTestServer:
     """Serves ``files`` (path -> bytes) with Range support; can cut transfers short."""
 

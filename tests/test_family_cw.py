@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from _problems import same_partition
 
 from facecluster.io import Knn
 from facecluster.knn import brute_force_knn
@@ -23,17 +24,12 @@ def groups(rng):
     return x[perm], labels[perm]
 
 
-def _same_partition(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return np.array_equal(a[:, None] == a[None, :], b[:, None] == b[None, :])
-
-
 def test_groups_and_outlier_index_aligned(groups):
     x, labels = groups
     knn = brute_force_knn(x, 10)
     pred = cw.cluster(x, knn, context=Context(seed=1), th=0.6, iters=20)
     assert pred.dtype == np.int64 and pred.shape == labels.shape
-    assert _same_partition(pred, labels)
+    assert same_partition(pred, labels)
     # labels are representative item indices, aligned with the items: an item's label is
     # an item of its own group
     assert np.array_equal(labels[pred], labels)

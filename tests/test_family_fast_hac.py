@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from _problems import same_partition, unit
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from facecluster.io import Knn
@@ -7,21 +8,12 @@ from facecluster.knn import brute_force_knn
 from facecluster.methods import Context, fast_hac
 
 
-def _same_partition(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return np.array_equal(a[:, None] == a[None, :], b[:, None] == b[None, :])
-
-
-def _unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
 @pytest.mark.parametrize("distance", [0.3, 0.72, 1.0])
 def test_equals_scipy_single_linkage(rng, distance):
     d = 8
     centres = rng.standard_normal((5, d))
     labels = np.repeat(np.arange(5), 16)
-    x = _unit(centres[labels] + 0.5 * rng.standard_normal((labels.size, d)) / np.sqrt(d))
+    x = unit(centres[labels] + 0.5 * rng.standard_normal((labels.size, d)) / np.sqrt(d))
     want = fcluster(
         linkage(x.astype(np.float64), method="single"), t=distance, criterion="distance"
     )
@@ -31,7 +23,7 @@ def test_equals_scipy_single_linkage(rng, distance):
     k = min(k, x.shape[0])
     pred = fast_hac.cluster(x, brute_force_knn(x, k), context=Context(), distance=distance)
     assert pred.dtype == np.int64 and pred.shape == (x.shape[0],)
-    assert _same_partition(pred, want)
+    assert same_partition(pred, want)
     assert 1 < np.unique(pred).size < x.shape[0]
 
 
@@ -39,10 +31,10 @@ def test_groups_and_outlier(rng):
     centres = rng.standard_normal((2, 16))
     labels = np.repeat([0, 1], 10)
     x = centres[labels] + 0.05 * rng.standard_normal((20, 16))
-    x = _unit(np.vstack([x, rng.standard_normal((1, 16))]))
+    x = unit(np.vstack([x, rng.standard_normal((1, 16))]))
     labels = np.append(labels, 2)
     pred = fast_hac.cluster(x, brute_force_knn(x, 6), context=Context(), distance=0.72)
-    assert _same_partition(pred, labels)
+    assert same_partition(pred, labels)
 
 
 def test_cut_is_inclusive():

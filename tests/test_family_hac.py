@@ -1,42 +1,14 @@
 import numpy as np
 import pytest
+from _problems import blobs, same_partition
 
 from facecluster.knn import brute_force_knn
 from facecluster.methods import Context, hac
 
 
-def two_groups_and_outlier(seed=0, size=20, dim=16, spread=0.05):
-    """Groups A (items 0..size-1) near e0 and B (size..2size-1) near e1, outlier near e2."""
-    rng = np.random.default_rng(seed)
-    which = np.r_[np.zeros(size, int), np.ones(size, int), 2]
-    x = np.eye(dim)[which] + spread * rng.standard_normal((which.size, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), which
-
-
-def same_partition(a, b):
-    """Equal up to renaming the clusters."""
-    pairs = set(zip(np.asarray(a).tolist(), np.asarray(b).tolist(), strict=True))
-    return len(pairs) == len(set(np.asarray(a).tolist())) == len(set(np.asarray(b).tolist()))
-
-
-def blobs(n=240, groups=6, dim=16, noise=0.6, seed=0):
-    rng = np.random.default_rng(seed)
-    c = rng.standard_normal((groups, dim))
-    y = rng.integers(0, groups, n)
-    x = c[y] / np.linalg.norm(c[y], axis=1, keepdims=True)
-    x = x + noise * rng.standard_normal((n, dim)) / np.sqrt(dim)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y
-
-
-@pytest.fixture(scope="module")
-def data():
-    x, truth = two_groups_and_outlier()
-    return x, truth, brute_force_knn(x, 12)
-
-
 @pytest.mark.filterwarnings("ignore:the number of connected components")
-def test_ward_isolates_the_outlier(data):
-    x, truth, knn = data
+def test_ward_isolates_the_outlier(separated_groups):
+    x, truth, knn = separated_groups
     by_int = hac.cluster(x, knn, context=Context(), n_clusters=3, n_neighbors=5)
     by_true = hac.cluster(x, knn, context=Context(n_true_clusters=3), n_neighbors=5)
     assert by_int.dtype == np.int64 and by_int.shape == (x.shape[0],)
@@ -47,8 +19,8 @@ def test_ward_isolates_the_outlier(data):
 
 
 @pytest.mark.parametrize("threshold, expected", [(0.5, 3), (1.5, 1)])
-def test_average_cuts_at_the_threshold(data, threshold, expected):
-    x, truth, knn = data
+def test_average_cuts_at_the_threshold(separated_groups, threshold, expected):
+    x, truth, knn = separated_groups
     pred = hac.cluster(x, knn, context=Context(), linkage="average", distance_threshold=threshold)
     assert pred.dtype == np.int64 and pred.min() == 0
     assert np.unique(pred).size == expected
@@ -108,8 +80,8 @@ def test_deterministic():
         ({"n_clusters": 0}, "n_clusters"),
     ],
 )
-def test_bad_parameters(data, params, match):
-    x, _, knn = data
+def test_bad_parameters(separated_groups, params, match):
+    x, _, knn = separated_groups
     with pytest.raises(ValueError, match=match):
         hac.cluster(x, knn, context=Context(), **params)
 

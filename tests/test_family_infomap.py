@@ -2,6 +2,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _problems import same_partition
 
 from facecluster.io import Knn
 from facecluster.knn import brute_force_knn
@@ -19,12 +20,6 @@ def _two_cliques_and_outlier(rng, sizes=(6, 9), d=16):
     x = np.vstack([x, centres[2]])  # the isolated item
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32), np.append(labels, -1)
-
-
-def _same_partition(a, b):
-    """a and b induce the same partition (-1 compared as a label of its own)."""
-    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
-    return np.unique(pairs[:, 0]).size == pairs.shape[0] == np.unique(pairs[:, 1]).size
 
 
 def test_spec():
@@ -59,7 +54,7 @@ def test_two_cliques_and_isolated_node(rng):
     assert pred.dtype == np.int64 and pred.shape == truth.shape
     assert pred[-1] == -1  # no link in either direction: not in the network
     assert np.all(pred[:-1] >= 0)
-    assert _same_partition(pred, truth)
+    assert same_partition(pred, truth)
     assert pred[0] >= 0  # node 0 keeps its leaf module (the reference's tree hack could not)
 
 
@@ -75,7 +70,7 @@ def test_deterministic_and_seeded(small_synth):
         fim.cluster(feats, knn, context=Context(seed=1), min_sim=0.5),
     )
     # the well separated blobs are recovered
-    assert _same_partition(a, labels)
+    assert same_partition(a, labels)
 
 
 def test_labels_follow_a_permutation(rng):
@@ -84,7 +79,7 @@ def test_labels_follow_a_permutation(rng):
     base = fim.cluster(x, brute_force_knn(x, 8), context=CTX, min_sim=0.5)
     permuted = fim.cluster(x[perm], brute_force_knn(x[perm], 8), context=CTX, min_sim=0.5)
     # item perm[i] of the original order is item i of the permuted run
-    assert _same_partition(permuted, base[perm])
+    assert same_partition(permuted, base[perm])
     assert permuted[np.flatnonzero(perm == x.shape[0] - 1)[0]] == -1
 
 
@@ -100,7 +95,7 @@ def test_variants_recover_groups(small_synth, two_level, directed):
         directed=directed,
         num_trials=2,
     )
-    assert _same_partition(pred, labels)
+    assert same_partition(pred, labels)
 
 
 def test_no_links_gives_all_singletons(rng):

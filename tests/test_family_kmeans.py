@@ -1,36 +1,13 @@
 import numpy as np
 import pytest
+from _problems import same_partition
 
-from facecluster.knn import brute_force_knn
 from facecluster.methods import Context, kmeans
 
 
-def two_groups_and_outlier(seed=0, size=20, dim=16, spread=0.05):
-    """Groups A (items 0..size-1) near e0 and B (size..2size-1) near e1, outlier near e2."""
-    rng = np.random.default_rng(seed)
-    centres = np.eye(dim)[[0, 1, 2]]
-    which = np.r_[np.zeros(size, int), np.ones(size, int), 2]
-    x = centres[which] + spread * rng.standard_normal((which.size, dim))
-    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    return x, which
-
-
-@pytest.fixture(scope="module")
-def data():
-    x, truth = two_groups_and_outlier()
-    return x, truth, brute_force_knn(x, 12)
-
-
-def same_partition(a, b):
-    """Equal up to renaming the clusters."""
-    a, b = np.asarray(a), np.asarray(b)
-    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
-    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
-
-
 @pytest.mark.parametrize("minibatch", [False, True])
-def test_three_clusters_isolate_the_outlier(data, minibatch):
-    x, truth, knn = data
+def test_three_clusters_isolate_the_outlier(separated_groups, minibatch):
+    x, truth, knn = separated_groups
     ctx = Context(seed=3, n_true_clusters=3)
     by_int = kmeans.cluster(x, knn, context=ctx, n_clusters=3, minibatch=minibatch, batch_size=64)
     by_true = kmeans.cluster(x, knn, context=ctx, n_clusters="true", minibatch=minibatch)
@@ -39,8 +16,8 @@ def test_three_clusters_isolate_the_outlier(data, minibatch):
     assert same_partition(by_true, truth)
 
 
-def test_two_clusters_keep_the_groups_apart(data):
-    x, truth, knn = data
+def test_two_clusters_keep_the_groups_apart(separated_groups):
+    x, truth, knn = separated_groups
     pred = kmeans.cluster(x, knn, context=Context(seed=0), n_clusters=2)
     assert np.unique(pred[truth == 0]).size == 1 and np.unique(pred[truth == 1]).size == 1
     assert pred[0] != pred[20]
@@ -89,8 +66,8 @@ def test_resolve_n_clusters():
         ({"n_clusters": 2, "minibatch": True, "batch_size": 0}, "batch_size"),
     ],
 )
-def test_bad_parameters(data, params, match):
-    x, _, knn = data
+def test_bad_parameters(separated_groups, params, match):
+    x, _, knn = separated_groups
     with pytest.raises(ValueError, match=match):
         kmeans.cluster(x, knn, context=Context(), **params)
 

@@ -1,39 +1,19 @@
 import numpy as np
 import pytest
+from _problems import same_partition
 
-from facecluster.knn import brute_force_knn
 from facecluster.methods import Context, meanshift
 
 
-def two_groups_and_outlier(seed=0, size=20, dim=16, spread=0.05):
-    """Groups A (items 0..size-1) near e0 and B (size..2size-1) near e1, outlier near e2."""
-    rng = np.random.default_rng(seed)
-    which = np.r_[np.zeros(size, int), np.ones(size, int), 2]
-    x = np.eye(dim)[which] + spread * rng.standard_normal((which.size, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), which
-
-
-def same_partition(a, b):
-    """Equal up to renaming the clusters."""
-    pairs = set(zip(np.asarray(a).tolist(), np.asarray(b).tolist(), strict=True))
-    return len(pairs) == len(set(np.asarray(a).tolist())) == len(set(np.asarray(b).tolist()))
-
-
-@pytest.fixture(scope="module")
-def data():
-    x, truth = two_groups_and_outlier()
-    return x, truth, brute_force_knn(x, 12)
-
-
-def test_groups_and_the_outlier_are_modes(data):
-    x, truth, knn = data
+def test_groups_and_the_outlier_are_modes(separated_groups):
+    x, truth, knn = separated_groups
     pred = meanshift.cluster(x, knn, context=Context(), bandwidth=0.5)
     assert pred.dtype == np.int64 and pred.shape == (x.shape[0],)
     assert same_partition(pred, truth)  # cluster_all: the outlier is its own mode, not noise
 
 
-def test_a_wide_window_merges_everything(data):
-    x, _, knn = data
+def test_a_wide_window_merges_everything(separated_groups):
+    x, _, knn = separated_groups
     assert np.unique(meanshift.cluster(x, knn, context=Context(), bandwidth=1.8)).size == 1
 
 
@@ -69,7 +49,7 @@ def test_equals_sklearn_and_uses_two_workers():
     [({"bandwidth": 0}, "bandwidth"), ({"bandwidth": -0.5}, "bandwidth"),
      ({"min_bin_freq": 0}, "min_bin_freq"), ({"bin_seeding": "yes"}, "bin_seeding")],
 )  # fmt: skip
-def test_bad_parameters(data, params, match):
-    x, _, knn = data
+def test_bad_parameters(separated_groups, params, match):
+    x, _, knn = separated_groups
     with pytest.raises(ValueError, match=match):
         meanshift.cluster(x, knn, context=Context(), **params)

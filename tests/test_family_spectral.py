@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _problems import blobs, same_partition
 
 from facecluster.knn import brute_force_knn
 from facecluster.methods import Context, spectral
@@ -9,38 +10,9 @@ from facecluster.methods import Context, spectral
 pytestmark = pytest.mark.filterwarnings("ignore:Graph is not fully connected")
 
 
-def two_groups_and_outlier(seed=0, size=20, dim=16, spread=0.05):
-    """Groups A (items 0..size-1) near e0 and B (size..2size-1) near e1, outlier near e2."""
-    rng = np.random.default_rng(seed)
-    which = np.r_[np.zeros(size, int), np.ones(size, int), 2]
-    x = np.eye(dim)[which] + spread * rng.standard_normal((which.size, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), which
-
-
-def same_partition(a, b):
-    """Equal up to renaming the clusters."""
-    pairs = set(zip(np.asarray(a).tolist(), np.asarray(b).tolist(), strict=True))
-    return len(pairs) == len(set(np.asarray(a).tolist())) == len(set(np.asarray(b).tolist()))
-
-
-@pytest.fixture(scope="module")
-def data():
-    x, truth = two_groups_and_outlier()
-    return x, truth, brute_force_knn(x, 12)
-
-
-def blobs(n=240, groups=6, dim=16, noise=0.6, seed=0):
-    rng = np.random.default_rng(seed)
-    c = rng.standard_normal((groups, dim))
-    y = rng.integers(0, groups, n)
-    x = c[y] / np.linalg.norm(c[y], axis=1, keepdims=True)
-    x = x + noise * rng.standard_normal((n, dim)) / np.sqrt(dim)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), y
-
-
 @pytest.mark.parametrize("affinity", ["nearest_neighbors", "rbf"])
-def test_two_groups_are_found(data, affinity):
-    x, truth, knn = data
+def test_two_groups_are_found(separated_groups, affinity):
+    x, truth, knn = separated_groups
     kw = {"affinity": affinity, "n_neighbors": 5, "n_components_nystrom": 12}
     by_int = spectral.cluster(x, knn, context=Context(seed=0), n_clusters=2, **kw)
     by_true = spectral.cluster(x, knn, context=Context(seed=0, n_true_clusters=2), **kw)
@@ -112,8 +84,8 @@ def test_same_seed_same_labels(affinity):
     assert not np.array_equal(a, c)
 
 
-def test_small_inputs_use_fewer_landmarks(data):
-    x, truth, knn = data
+def test_small_inputs_use_fewer_landmarks(separated_groups):
+    x, truth, knn = separated_groups
     pred = spectral.cluster(x, knn, context=Context(), n_clusters=2, affinity="rbf")
     assert same_partition(pred[truth < 2], truth[truth < 2])
 
@@ -132,8 +104,8 @@ def test_small_inputs_use_fewer_landmarks(data):
         ({"n_clusters": 2, "affinity": "rbf", "n_components_nystrom": 0}, "n_components_nystrom"),
     ],
 )
-def test_bad_parameters(data, params, match):
-    x, _, knn = data
+def test_bad_parameters(separated_groups, params, match):
+    x, _, knn = separated_groups
     with pytest.raises(ValueError, match=match):
         spectral.cluster(x, knn, context=Context(), **params)
 

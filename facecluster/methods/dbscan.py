@@ -99,19 +99,13 @@ def cluster(
     """
     from sklearn.cluster import DBSCAN
 
-    from .kmeans import limit_threads
+    from .kmeans import check_integer, check_positive, fit_predict
 
-    if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps > 0:
-        raise ValueError(f"eps must be a number > 0, got {eps!r}")
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int | np.integer):
-        raise ValueError(f"min_samples must be an integer >= 1, got {min_samples!r}")
-    if min_samples < 1:
-        raise ValueError(f"min_samples must be >= 1, got {min_samples}")
+    eps = check_positive(eps, "eps")
+    min_samples = check_integer(min_samples, "min_samples")
     threads = int(getattr(context, "threads", 1))
     log.info("DBSCAN: %d items, eps=%g, min_samples=%d", features.shape[0], eps, min_samples)
-    with limit_threads(threads):
-        est = DBSCAN(eps=float(eps), min_samples=int(min_samples), n_jobs=threads)
-        labels = est.fit_predict(features)
-    labels = np.asarray(labels, dtype=np.int64)
+    est = DBSCAN(eps=eps, min_samples=min_samples, n_jobs=threads)
+    labels = fit_predict(est, features, threads)
     log.info("DBSCAN: %d clusters, %d noise items", labels.max() + 1, int((labels < 0).sum()))
     return labels

@@ -25,7 +25,13 @@ import numpy as np
 from ..io import Knn
 from ..progress import Progress
 from . import Cost, FamilySpec
-from .kmeans import N_CLUSTERS_SCHEMA, limit_threads, resolve_n_clusters
+from .kmeans import (
+    N_CLUSTERS_SCHEMA,
+    check_integer,
+    fit_predict,
+    limit_threads,
+    resolve_n_clusters,
+)
 from .spectral import knn_connectivity
 
 log = logging.getLogger(__name__)
@@ -95,10 +101,7 @@ def _check(linkage, n_clusters, distance_threshold, n_neighbors):
             raise ValueError(
                 "linkage='ward' requires n_clusters (an integer >= 1 or 'true'), got None"
             )
-        if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
-            raise ValueError(f"n_neighbors must be an integer >= 1, got {n_neighbors!r}")
-        if n_neighbors < 1:
-            raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
+        check_integer(n_neighbors, "n_neighbors")
     else:
         if distance_threshold is None:
             raise ValueError(
@@ -217,10 +220,8 @@ def cluster(
         c = resolve_n_clusters(n_clusters, context, n)
         conn = knn_connectivity(knn, n_neighbors, include_self=False)
         log.info("ward (kNN connectivity, %d neighbours): %d items, %d clusters", n_neighbors, n, c)
-        with limit_threads(threads):
-            est = AgglomerativeClustering(n_clusters=c, linkage="ward", connectivity=conn)
-            labels = est.fit_predict(features)
-        return np.asarray(labels, dtype=np.int64)
+        est = AgglomerativeClustering(n_clusters=c, linkage="ward", connectivity=conn)
+        return fit_predict(est, features, threads)
 
     from scipy.cluster.hierarchy import fcluster
     from scipy.cluster.hierarchy import linkage as scipy_linkage

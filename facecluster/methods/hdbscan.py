@@ -98,12 +98,9 @@ def cluster(
     """
     from sklearn.cluster import HDBSCAN
 
-    from .kmeans import limit_threads
+    from .kmeans import check_integer, fit_predict
 
-    if isinstance(min_cluster_size, bool) or not isinstance(min_cluster_size, int | np.integer):
-        raise ValueError(f"min_cluster_size must be an integer >= 2, got {min_cluster_size!r}")
-    if min_cluster_size < 2:
-        raise ValueError(f"min_cluster_size must be >= 2, got {min_cluster_size}")
+    min_cluster_size = check_integer(min_cluster_size, "min_cluster_size", minimum=2)
     if min_samples is not None and (
         isinstance(min_samples, bool)
         or not isinstance(min_samples, int | np.integer)
@@ -111,19 +108,15 @@ def cluster(
     ):
         raise ValueError(f"min_samples must be an integer >= 1 or null, got {min_samples!r}")
     n = int(features.shape[0])
-    ms = int(min_cluster_size if min_samples is None else min_samples)
+    ms = min_cluster_size if min_samples is None else int(min_samples)
     if ms > n:
         raise ValueError(f"min_samples ({ms}) exceeds the number of items ({n})")
     if n < 2:
         return np.full(n, -1, dtype=np.int64)
     threads = int(getattr(context, "threads", 1))
     log.info("HDBSCAN: %d items, min_cluster_size=%d, min_samples=%d", n, min_cluster_size, ms)
-    with limit_threads(threads):
-        est = HDBSCAN(
-            min_cluster_size=int(min_cluster_size), min_samples=ms, n_jobs=threads, copy=True
-        )
-        labels = est.fit_predict(features)
-    labels = np.asarray(labels, dtype=np.int64)
+    est = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=ms, n_jobs=threads, copy=True)
+    labels = fit_predict(est, features, threads)
     labels[labels < 0] = -1
     log.info("HDBSCAN: %d clusters, %d noise items", labels.max() + 1, int((labels < 0).sum()))
     return labels

@@ -14,7 +14,8 @@ those versions) is Lloyd here; both compute the same iterations. Features are cl
 float32 (the CDP script clusters float64; the result differs only by rounding).
 
 This module also holds the ``n_clusters`` helpers shared by the families that take a number
-of clusters (``kmeans``, ``spectral``, ``hac``).
+of clusters (``kmeans``, ``spectral``, ``hac``), and the parameter checks and thread-limited
+fitting shared by the scikit-learn families (``dbscan``, ``hdbscan``, ``meanshift``, ...).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ __all__ = [
     "resolve_n_clusters",
     "estimated_n_clusters",
     "limit_threads",
+    "check_integer",
+    "check_positive",
+    "fit_predict",
     "estimate",
     "cluster",
 ]
@@ -118,6 +122,38 @@ def limit_threads(threads: int):
     except ImportError:  # pragma: no cover - scikit-learn depends on threadpoolctl
         return contextlib.nullcontext()
     return threadpool_limits(limits=max(1, int(threads)))
+
+
+def check_integer(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer (not a bool) >= ``minimum``.
+
+    Raises ``ValueError`` naming the parameter ``name`` otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive(value, name: str) -> float:
+    """``value`` as a float if it is a number (not a bool) > 0.
+
+    Raises ``ValueError`` naming the parameter ``name`` otherwise.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def fit_predict(estimator, features: np.ndarray, threads: int) -> np.ndarray:
+    """``estimator.fit_predict(features)`` with BLAS/OpenMP limited to ``threads``: int64 labels.
+
+    The estimator keeps its fitted attributes for the caller.
+    """
+    with limit_threads(threads):
+        labels = estimator.fit_predict(features)
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _n_init(n_init, minibatch: bool) -> int:
@@ -223,16 +259,11 @@ def cluster(
     n = int(features.shape[0])
     k = resolve_n_clusters(n_clusters, context, n)
     runs = _n_init(n_init, bool(minibatch))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = check_integer(batch_size, "batch_size")
     seed = int(getattr(context, "seed", 0))
     threads = int(getattr(context, "threads", 1))
     if minibatch:
-        est = MiniBatchKMeans(
-            n_clusters=k, batch_size=int(batch_size), n_init=runs, random_state=seed
-        )
+        est = MiniBatchKMeans(n_clusters=k, batch_size=batch_size, n_init=runs, random_state=seed)
     else:
         est = KMeans(n_clusters=k, n_init=runs, random_state=seed)
     log.info(
@@ -243,7 +274,6 @@ def cluster(
         runs,
         threads,
     )
-    with limit_threads(threads):
-        est.fit(np.ascontiguousarray(features))
+    labels = fit_predict(est, np.ascontiguousarray(features), threads)
     log.info("%s: %d iterations, inertia %.4g", type(est).__name__, est.n_iter_, est.inertia_)
-    return est.labels_.astype(np.int64)
+    return labels

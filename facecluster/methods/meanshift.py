@@ -112,14 +112,10 @@ def cluster(
     """
     from sklearn.cluster import MeanShift
 
-    from .kmeans import limit_threads
+    from .kmeans import check_integer, check_positive, fit_predict
 
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, int | float) or not bandwidth > 0:
-        raise ValueError(f"bandwidth must be a number > 0, got {bandwidth!r}")
-    if isinstance(min_bin_freq, bool) or not isinstance(min_bin_freq, int | np.integer):
-        raise ValueError(f"min_bin_freq must be an integer >= 1, got {min_bin_freq!r}")
-    if min_bin_freq < 1:
-        raise ValueError(f"min_bin_freq must be >= 1, got {min_bin_freq}")
+    bandwidth = check_positive(bandwidth, "bandwidth")
+    min_bin_freq = check_integer(min_bin_freq, "min_bin_freq")
     if not isinstance(bin_seeding, bool | np.bool_):
         raise ValueError(f"bin_seeding must be true or false, got {bin_seeding!r}")
     threads = int(getattr(context, "threads", 1))
@@ -129,13 +125,12 @@ def cluster(
         bandwidth,
         bool(bin_seeding),
     )
-    with limit_threads(threads):
-        est = MeanShift(
-            bandwidth=float(bandwidth),
-            bin_seeding=bool(bin_seeding),
-            min_bin_freq=int(min_bin_freq),
-            n_jobs=threads,
-        )
-        labels = est.fit_predict(features)
+    est = MeanShift(
+        bandwidth=bandwidth,
+        bin_seeding=bool(bin_seeding),
+        min_bin_freq=min_bin_freq,
+        n_jobs=threads,
+    )
+    labels = fit_predict(est, features, threads)
     log.info("MeanShift: %d clusters", len(est.cluster_centers_))
-    return np.asarray(labels, dtype=np.int64)
+    return labels

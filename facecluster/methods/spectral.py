@@ -50,6 +50,8 @@ from .kmeans import (
     KMEANS_ITERATIONS,
     KMEANS_SECONDS_PER_NKD,
     N_CLUSTERS_SCHEMA,
+    check_integer,
+    check_positive,
     estimated_n_clusters,
     limit_threads,
     resolve_n_clusters,
@@ -94,11 +96,8 @@ def knn_connectivity(knn: Knn, n_neighbors: int, *, include_self: bool) -> sp.cs
     ValueError
         naming ``n_neighbors`` if the kNN graph has too few columns.
     """
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, int | np.integer):
-        raise ValueError(f"n_neighbors must be an integer >= 1, got {n_neighbors!r}")
-    others_wanted = int(n_neighbors) - 1 if include_self else int(n_neighbors)
-    if n_neighbors < 1 or others_wanted < 0:
-        raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
+    n_neighbors = check_integer(n_neighbors, "n_neighbors")
+    others_wanted = n_neighbors - 1 if include_self else n_neighbors
     n, k = knn.nbrs.shape
     if k - 1 < others_wanted:
         raise ValueError(
@@ -337,8 +336,7 @@ def cluster(
 
     from sklearn.cluster import KMeans
 
-    if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not gamma > 0:
-        raise ValueError(f"gamma must be a number > 0, got {gamma!r}")
+    gamma = check_positive(gamma, "gamma")
     if (
         isinstance(n_components_nystrom, bool)
         or not isinstance(n_components_nystrom, int | np.integer)
@@ -355,6 +353,6 @@ def cluster(
         landmarks = n - 1
     log.info("spectral (Nyström RBF, %d landmarks): %d items, %d clusters", landmarks, n, c)
     with limit_threads(threads):
-        emb = nystrom_embedding(features, c, n_landmarks=landmarks, gamma=float(gamma), seed=seed)
+        emb = nystrom_embedding(features, c, n_landmarks=landmarks, gamma=gamma, seed=seed)
         km = KMeans(n_clusters=c, n_init=1, random_state=seed).fit(emb)
     return km.labels_.astype(np.int64)
