@@ -42,8 +42,11 @@ __all__ = [
     "cluster",
 ]
 
-#: sustained fp32 rates of the dense layers and the kNN on the hidden features
-CPU_FLOPS_PER_THREAD = 1e10
+#: sustained fp32 rates of the dense layers and the kNN on the hidden features: faiss'
+#: exact search measures about 100 GFLOP/s per core here (platform-notes.md); 30 % of it
+#: leaves room for the top-k selection, the linking and a busy machine (the default run
+#: measured GCN-V's cluster job at 10.8 s on 27,601 items; this estimate says 14 s)
+CPU_FLOPS_PER_THREAD = 3e10
 GPU_FLOPS = 5e12
 
 
@@ -56,7 +59,7 @@ def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> C
     the kNN graph and the CSR adjacency with its transpose (about 24 bytes per edge), and, for
     clustering, the kNN graph rebuilt on the hidden features. Time: forward + backward of
     the dense layers per epoch (training); inference plus an exact kNN on the hidden
-    features (clustering), at 10 GFLOP/s per thread (5 TFLOP/s on a GPU).
+    features (clustering), at 30 GFLOP/s per thread (5 TFLOP/s on a GPU).
     """
     hidden = train_params.get("hidden", 512)
     per_item = 4 * (4 * dim + (4 if train else 2) * hidden) + 24 * k
