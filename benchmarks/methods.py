@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="ms1m", help="whose per-dataset settings to use")
     p.add_argument("--methods", nargs="*", help="variants of config.yaml (default: all)")
     p.add_argument("--mem-mb", type=int, default=20_000, help="refuse above this estimate")
-    p.add_argument("--runtime", type=int, default=30, help="refuse above this (minutes)")
+    p.add_argument("--runtime", type=int, default=5, help="refuse above this (minutes)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--work", help="keep the generated data here (default: a temp dir)")
