@@ -2,8 +2,9 @@
 
 Generates a synthetic MS1M-like set (the default generator, ``--n`` items of test split and
 a train split for the supervised methods), builds its exact kNN at ``--k`` once, then runs
-each method variant of ``config/config.yaml`` (with the settings it has on ``--dataset``'s
-parameters, MS1M's by default) in its own subprocess, so that the peak resident memory is
+each method variant of ``config/config.yaml`` (with its settings on ``--dataset``: the
+embedded ``synth``, i.e. MS1M's parameters with the synthetic training length) in its own
+subprocess, so that the peak resident memory is
 the method's own. Prints one line per method: wall seconds of ``cluster`` (and of ``train``
 for supervised methods), peak RSS, clusters found and pairwise F; for Infomap also the share
 of the time spent building the network versus optimising it.
@@ -50,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=100_000, help="items of the test split")
     p.add_argument("--n-train", type=int, default=20_000, help="items of the train split")
     p.add_argument("--k", type=int, default=80, help="k of the shared exact kNN graph")
-    p.add_argument("--dataset", default="ms1m", help="whose per-dataset settings to use")
+    p.add_argument("--dataset", default="synth", help="whose per-dataset settings to use")
     p.add_argument("--methods", nargs="*", help="variants of config.yaml (default: all)")
     p.add_argument("--mem-mb", type=int, default=20_000, help="refuse above this estimate")
     p.add_argument("--runtime", type=int, default=5, help="refuse above this (minutes)")

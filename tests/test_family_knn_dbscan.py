@@ -62,8 +62,15 @@ def test_distance_graph():
     g = knn_dbscan.distance_graph(Knn(nbrs, sims), th=0.0)
     assert g.shape == (3, 3) and g.diagonal().tolist() == [0, 0, 0]
     # 0 -> 1 is stored with distance clipped to 0; 1 -> 2 (sim < 0) is dropped
-    assert g.nnz == 4 and g[0, 1] == 0 and g.has_sorted_indices
+    assert g.nnz == 4 and g[0, 1] == 0
     np.testing.assert_allclose(g.toarray(), [[0, 0, 0], [0.5, 0, 0], [0.9, 0.75, 0]], atol=1e-7)
+    # rows stay sorted by distance (kNN order), as scikit-learn's precomputed graphs want
+    for i in range(3):
+        row = g.data[g.indptr[i] : g.indptr[i + 1]]
+        assert np.all(np.diff(row) >= 0)
+    # entries beyond max_dist are dropped: they are never DBSCAN neighbours
+    near = knn_dbscan.distance_graph(Knn(nbrs, sims), th=0.0, max_dist=0.8)
+    np.testing.assert_allclose(near.toarray(), [[0, 0, 0], [0.5, 0, 0], [0, 0.75, 0]], atol=1e-7)
 
 
 def test_bad_params(groups):
@@ -77,3 +84,16 @@ def test_bad_params(groups):
     ]:
         with pytest.raises(ValueError, match=name):
             knn_dbscan.cluster(x, knn, **kwargs)
+
+
+@pytest.mark.parametrize("eps, min_samples", [(0.25, 1), (0.4, 3), (0.9, 5)])
+def test_same_labels_as_dbscan_on_the_whole_knn_graph(small_synth, eps, min_samples):
+    """Dropping the entries beyond eps first does not change DBSCAN's result."""
+    from sklearn.cluster import DBSCAN
+
+    x, _ = small_synth
+    knn = brute_force_knn(x, 20)
+    whole = knn_dbscan.distance_graph(knn, 0.0)
+    expect = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(whole)
+    got = knn_dbscan.cluster(x, knn, eps=eps, min_samples=min_samples)
+    np.testing.assert_array_equal(got, expect)

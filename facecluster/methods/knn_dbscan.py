@@ -70,21 +70,23 @@ SPEC = FamilySpec(
 )
 
 
-def distance_graph(knn: Knn, th: float = 0.0) -> sp.csr_matrix:
+def distance_graph(knn: Knn, th: float = 0.0, max_dist: float = np.inf) -> sp.csr_matrix:
     """CSR (N, N) float64 of kNN distances ``max(0, 1 - sim)`` for entries j != i with
-    sim >= ``th`` (explicit zeros kept)."""
+    sim >= ``th`` and distance <= ``max_dist`` (explicit zeros kept).
+
+    Each row keeps the kNN order (ascending distance), which is what scikit-learn's
+    precomputed neighbourhoods want: a graph sorted by value is used as it is, an unsorted
+    one is re-sorted with an ``EfficiencyWarning``."""
     n, k = knn.nbrs.shape
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
     cols = knn.nbrs.reshape(-1).astype(np.int64)
     sims = knn.sims.reshape(-1).astype(np.float64)
-    keep = (cols >= 0) & (cols != rows) & (sims >= th)
-    rows, cols = rows[keep], cols[keep]
-    dist = np.maximum(1.0 - sims[keep], 0.0)
+    dist = np.maximum(1.0 - sims, 0.0)
+    keep = (cols >= 0) & (cols != rows) & (sims >= th) & (dist <= max_dist)
+    rows, cols, dist = rows[keep], cols[keep], dist[keep]
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    # rows come in order; sort columns within each row
-    order = np.lexsort((cols, rows))
-    return sp.csr_matrix((dist[order], cols[order], indptr), shape=(n, n))
+    return sp.csr_matrix((dist, cols, indptr), shape=(n, n))
 
 
 def cluster(
@@ -121,6 +123,8 @@ def cluster(
     if int(min_samples) != min_samples or min_samples < 1:
         raise ValueError(f"min_samples must be an integer >= 1, got {min_samples}")
     threads = context.threads if context is not None else 1
-    graph = distance_graph(knn, th)
+    # entries farther than eps are never neighbours: dropping them first gives the same
+    # clustering and spares DBSCAN the scan of every kNN entry
+    graph = distance_graph(knn, th, max_dist=eps)
     db = DBSCAN(eps=eps, min_samples=int(min_samples), metric="precomputed", n_jobs=threads)
     return db.fit_predict(graph).astype(np.int64)
