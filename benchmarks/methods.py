@@ -133,11 +133,14 @@ def run_one(args, work: Path) -> dict:
         return {"committee": members}
 
     feats, labels, knn = load("test")
+    est_params = dict(cfg["params"])
+    if est_params.get("n_clusters") == "true":  # as the workflow does: the real count
+        est_params["n_clusters"] = len(np.unique(labels))
     cost = spec.cost(
         len(labels),
         feats.shape[1],
         cfg["k"],
-        params=cfg["params"],
+        params=est_params,
         train_params=cfg["train"],
         train=False,
         threads=args.threads,
