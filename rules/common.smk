@@ -143,7 +143,8 @@ def knn_k(dataset, backend, k, committee=False):
 def knn_file(dataset, split, backend, k, member=None):
     """The kNN graph a method with (backend, k) reads: a learn-to-cluster file of the
     dataset's data_dir when one with K >= k exists (flat backend only), else the shared
-    graph of the split at the largest k (of the base features, or of a committee member)."""
+    graph of the split at the largest k (of the base features, or of a committee member).
+    """
     if member is None and BACKENDS[backend]["index"] == "flat":
         given = given_knn(dataset, split, k)
         if given:
@@ -218,7 +219,9 @@ def model_method(dataset, model):
     for method, m in METHODS.items():
         if spec_of(method).supervised and model_name(dataset, method) == model:
             return method
-    raise ValueError(f"no supervised method of dataset {dataset!r} trains model {model!r}")
+    raise ValueError(
+        f"no supervised method of dataset {dataset!r} trains model {model!r}"
+    )
 
 
 def cluster_inputs(wildcards):
@@ -235,7 +238,9 @@ def cluster_inputs(wildcards):
 
 
 def train_inputs(wildcards):
-    dataset, method = wildcards.dataset, model_method(wildcards.dataset, wildcards.model)
+    dataset, method = wildcards.dataset, model_method(
+        wildcards.dataset, wildcards.model
+    )
     split = train_split(dataset)
     return {
         "features": features_path(dataset, split),
