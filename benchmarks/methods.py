@@ -142,17 +142,15 @@ def run_one(args, work: Path) -> dict:
         return {"committee": members}
 
     feats, labels, knn = load("test")
-    est_params = dict(cfg["params"])
-    if est_params.get("n_clusters") == "true":  # as the workflow does: the real count
-        est_params["n_clusters"] = len(np.unique(labels))
     cost = spec.cost(
         len(labels),
         feats.shape[1],
         cfg["k"],
-        params=est_params,
+        params=cfg["params"],
         train_params=cfg["train"],
         train=False,
         threads=args.threads,
+        n_true_clusters=len(np.unique(labels)),  # as the workflow does
     )
     from facecluster.resources import refusal
 
@@ -163,28 +161,25 @@ def run_one(args, work: Path) -> dict:
     # not include Python imports either); only its env's, so peak RSS stays the method's
     for name in HEAVY_IMPORTS.get(spec.conda_env, ()):
         importlib.import_module(name)
-    model = None
-    if spec.supervised:
-        tf, tl, tk = load("train")
-        ctx = Context(
+
+    def context(f, lab):
+        return Context(
             seed=args.seed,
             threads=args.threads,
             device="cpu",
             knn_backend=backend,
-            n_true_clusters=len(np.unique(tl)),
-            extra=extra(tf, cfg["k"]),
+            n_true_clusters=len(np.unique(lab)),
+            extra=extra(f, cfg["k"]),
         )
+
+    model = None
+    if spec.supervised:
+        tf, tl, tk = load("train")
+        ctx = context(tf, tl)
         t0 = time.perf_counter()
         model = family.train(tf, tl, tk, context=ctx, **cfg["train"])
         out["train_seconds"] = time.perf_counter() - t0
-    ctx = Context(
-        seed=args.seed,
-        threads=args.threads,
-        device="cpu",
-        knn_backend=backend,
-        n_true_clusters=len(np.unique(labels)),
-        extra=extra(feats, cfg["k"]),
-    )
+    ctx = context(feats, labels)
     t0 = time.perf_counter()
     pred = family.cluster(feats, knn, context=ctx, model=model, **cfg["params"])
     out["seconds"] = time.perf_counter() - t0

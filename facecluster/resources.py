@@ -8,13 +8,12 @@ memory"), instead of exhausting the node.
 
 from __future__ import annotations
 
-from .methods import Cost, FamilySpec
+from .methods import Cost
 
 __all__ = [
     "CPU_FLOPS_PER_THREAD",
     "GPU_FLOPS",
     "knn_cost",
-    "method_cost",
     "mem_mb",
     "runtime_minutes",
     "refusal",
@@ -35,12 +34,6 @@ def knn_cost(n: int, dim: int, k: int, *, index: str, gpu: bool, threads: int) -
         flops /= 10
     seconds = flops / (GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * max(1, threads))
     return Cost(n * (4 * dim + 16 * k), seconds)
-
-
-def method_cost(spec: FamilySpec, n: int, dim: int, k: int, **keywords) -> Cost:
-    """A family's own estimate of training or clustering ``n`` items: :meth:`FamilySpec.cost`
-    with its keywords (``params``, ``train_params``, ``train``, ``threads``)."""
-    return spec.cost(n, dim, k, **keywords)
 
 
 def mem_mb(cost: Cost, attempt: int = 1, *, base_mb: int = 1000) -> int:

@@ -384,18 +384,16 @@ def cluster(
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
-    params = dict(method_cfg.get("params", {}))
     n_true = _n_true_clusters(gt)
-    if params.get("n_clusters") == "true" and n_true:  # the estimate may use the real count
-        params["n_clusters"] = n_true
     cost = spec.cost(
         n_items,
         dim,
         method_cfg["k"],
-        params=params,
+        params=method_cfg.get("params", {}),
         train_params=method_cfg.get("train", {}),
         train=False,
         threads=threads,
+        n_true_clusters=n_true,
     )
     record["estimate"] = {"mem_mb": cost.memory_bytes / 1e6, "seconds": cost.seconds}
     reason = refusal(cost, limits or {})
@@ -516,12 +514,12 @@ def table(
     splits: Sequence[str],
 ) -> pd.DataFrame:
     """Write the dataset's summary table as TSV (``{metric}_{split}`` columns) and Markdown."""
-    wide = summary_table(read_cells(cells), methods, splits)
+    cells = read_cells(cells)
+    wide = summary_table(cells, methods, splits)
     flat = wide.copy()
     flat.columns = [f"{metric}_{split}" for metric, split in wide.columns]
     with atomic_path(out_tsv) as tmp:
         flat.round(2).to_csv(tmp, sep="\t", index_label="method")
-    cells = read_cells(cells)
     lines = [f"# {dataset}", ""]
     sections = [(title + " (%)", wide[metric], "{:.2f}") for metric, title in TABLE_METRICS.items()]
     if not cells.empty:

@@ -295,6 +295,24 @@ def n_images(dataset, split):
     return 100_000  # unknown (no `images` entry): a modest default, below the GPU threshold
 
 
+def synthetic_spec(dataset):
+    """Generator settings of a synthetic dataset (its `synthetic` block, dim and seed)."""
+    d = DATASETS[dataset]
+    return {**d["synthetic"], "dim": d["dim"], "seed": config["seed"]}
+
+
+def partition_mem_mb(wildcards, attempt):
+    """Partitioning one split: labels (int64) and the shuffle of the full set; a
+    downloaded split is read whole."""
+    d = DATASETS[wildcards.dataset]
+    n = n_images(wildcards.dataset, wildcards.split)
+    return gigabytes_mb(n * (4 * d["dim"] + 32), attempt)
+
+
+def partition_runtime(wildcards, attempt):
+    return int((10 + n_images(wildcards.dataset, wildcards.split) / 1e6 * 5) * attempt)
+
+
 def gigabytes_mb(n_bytes, attempt, base=1000):
     """mem_mb: ``base`` MB plus ``n_bytes`` with 20 % headroom, times the attempt."""
     return resources.mem_mb(resources.Cost(n_bytes, 0), attempt, base_mb=base)
@@ -323,8 +341,7 @@ def knn_resources(dataset, split, k, backend, threads, attempt):
 
 def method_cost(dataset, split, method, threads, train):
     m = mcfg(dataset, method)
-    return resources.method_cost(
-        spec_of(method),
+    return spec_of(method).cost(
         n_images(dataset, split),
         DATASETS[dataset]["dim"],
         m["k"],

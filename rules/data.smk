@@ -53,11 +53,7 @@ rule synthesize:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     params:
-        spec=lambda wc: {
-            **DATASETS[wc.dataset]["synthetic"],
-            "dim": DATASETS[wc.dataset]["dim"],
-            "seed": config["seed"],
-        },
+        spec=lambda wc: synthetic_spec(wc.dataset),
     script:
         "../workflow_scripts/synthesize.py"
 
@@ -79,14 +75,8 @@ rule partition:
     conda:
         "../envs/eval.yaml"
     resources:
-        # labels (int64) and the shuffle of the full set; a downloaded split is read whole
-        mem_mb=lambda wc, attempt: gigabytes_mb(
-            n_images(wc.dataset, wc.split) * (4 * DATASETS[wc.dataset]["dim"] + 32),
-            attempt,
-        ),
-        runtime=lambda wc, attempt: int(
-            (10 + n_images(wc.dataset, wc.split) / 1e6 * 5) * attempt
-        ),
+        mem_mb=partition_mem_mb,
+        runtime=partition_runtime,
     params:
         dim=lambda wc: DATASETS[wc.dataset]["dim"],
         n_parts=lambda wc: DATASETS[wc.dataset]["n_parts"],
@@ -112,11 +102,7 @@ rule synthesize_member:
         mem_mb=lambda wc, attempt: 2000 * attempt,
         runtime=lambda wc, attempt: 30 * attempt,
     params:
-        spec=lambda wc: {
-            **DATASETS[wc.dataset]["synthetic"],
-            "dim": DATASETS[wc.dataset]["dim"],
-            "seed": config["seed"],
-        },
+        spec=lambda wc: synthetic_spec(wc.dataset),
         member=lambda wc: DATASETS[wc.dataset]["committee"].index(wc.member) + 1,
     script:
         "../workflow_scripts/synthesize_member.py"
@@ -135,13 +121,8 @@ rule partition_member:
     conda:
         "../envs/eval.yaml"
     resources:
-        mem_mb=lambda wc, attempt: gigabytes_mb(
-            n_images(wc.dataset, wc.split) * (4 * DATASETS[wc.dataset]["dim"] + 32),
-            attempt,
-        ),
-        runtime=lambda wc, attempt: int(
-            (10 + n_images(wc.dataset, wc.split) / 1e6 * 5) * attempt
-        ),
+        mem_mb=partition_mem_mb,
+        runtime=partition_runtime,
     params:
         dim=lambda wc: DATASETS[wc.dataset]["dim"],
         n_parts=lambda wc: DATASETS[wc.dataset]["n_parts"],

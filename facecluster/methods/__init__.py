@@ -137,13 +137,19 @@ class FamilySpec:
         train_params: dict,
         train: bool,
         threads: int,
+        n_true_clusters: int | None = None,
     ) -> Cost:
-        """:attr:`estimate` with ``params``/``train_params`` completed by their defaults."""
+        """:attr:`estimate` with ``params``/``train_params`` completed by their defaults;
+        ``n_clusters: "true"`` becomes ``n_true_clusters`` when that is known (a job that
+        has read its labels), so the estimate sees the real number of clusters."""
+        params = _with_defaults(params, self.params)
+        if params.get("n_clusters") == "true" and n_true_clusters:
+            params["n_clusters"] = int(n_true_clusters)
         return self.estimate(
             int(n),
             int(dim),
             int(k),
-            params=_with_defaults(params, self.params),
+            params=params,
             train_params=_with_defaults(train_params, self.train_params),
             train=bool(train),
             threads=max(1, min(int(threads), self.threads)),
