@@ -17,6 +17,7 @@ __all__ = [
     "mem_mb",
     "runtime_minutes",
     "refusal",
+    "within_limits",
 ]
 
 #: sustained fp32 GEMM per core, with room for top-k selection (faiss IndexFlatIP measures
@@ -45,6 +46,19 @@ def mem_mb(cost: Cost, attempt: int = 1, *, base_mb: int = 1000) -> int:
 def runtime_minutes(cost: Cost, attempt: int = 1, *, base_min: int = 10) -> int:
     """``runtime`` request in minutes: ``base_min`` plus twice the estimate, times the attempt."""
     return int((base_min + 2.0 * cost.seconds / 60.0) * attempt)
+
+
+def within_limits(cost: Cost, limits: dict) -> Cost:
+    """``cost`` capped at ``limits``: what a cluster job asks for. A job never needs more
+    than its limits, because above them it refuses (and writes only why); the cap also
+    keeps a job whose estimate depends on its thread count (refused on 1 thread in a dry
+    run, run on 2) from asking for less than it uses."""
+    memory, seconds = cost
+    if "mem_mb" in limits:
+        memory = min(memory, limits["mem_mb"] * 1e6)
+    if "runtime" in limits:
+        seconds = min(seconds, limits["runtime"] * 60.0)
+    return Cost(memory, seconds)
 
 
 def refusal(cost: Cost, limits: dict) -> str | None:

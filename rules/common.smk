@@ -354,10 +354,10 @@ def method_cost(dataset, split, method, threads, train):
 
 def method_resources(dataset, split, method, threads, attempt, train):
     """mem_mb and runtime of training or clustering one split with one method; a cluster
-    job beyond its limits only writes why it was refused, so it asks for little."""
+    job asks for at most its limits (beyond them it only writes why it was refused)."""
     cost = method_cost(dataset, split, method, threads, train)
-    if not train and resources.refusal(cost, method_limits(config, method, dataset)):
-        cost = resources.Cost(0, 0)
+    if not train:
+        cost = resources.within_limits(cost, method_limits(config, method, dataset))
     return {
         "mem_mb": resources.mem_mb(cost, attempt, base_mb=2000),
         "runtime": resources.runtime_minutes(cost, attempt, base_min=15),

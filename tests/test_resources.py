@@ -50,3 +50,20 @@ def test_family_cost_is_clipped_to_the_threads_it_can_use():
     many = spec.cost(10_000, 256, 80, params={}, train_params={}, train=False, threads=64)
     sixteen = spec.cost(10_000, 256, 80, params={}, train_params={}, train=False, threads=16)
     assert many == sixteen
+
+
+def test_cluster_requests_are_capped_at_the_limits():
+    cost = Cost(30e9, 7200)
+    assert resources.within_limits(cost, {}) == cost
+    assert resources.within_limits(cost, {"mem_mb": 8000, "runtime": 3}) == Cost(8e9, 180)
+    small = Cost(1e9, 10)
+    assert resources.within_limits(small, {"mem_mb": 8000, "runtime": 3}) == small
+
+
+def test_estimate_sees_the_true_number_of_clusters():
+    spec = get_spec("kmeans")
+    kw = dict(train_params={}, train=False, threads=1)
+    true = spec.cost(50_000, 256, 1, params={"n_clusters": "true"}, n_true_clusters=700, **kw)
+    given = spec.cost(50_000, 256, 1, params={"n_clusters": 700}, **kw)
+    assumed = spec.cost(50_000, 256, 1, params={"n_clusters": "true"}, **kw)
+    assert true == given and assumed != given
