@@ -64,7 +64,15 @@ FAMILIES: dict[str, str] = {
 #:
 #: * ``committee``: the dataset's committee feature sets of the same items, each with its
 #:   kNN graph (same backend and k as the method): a list of ``(features, Knn)``.
-NEEDS = ("committee",)
+#: * ``proposals``: cluster proposals of the split (:class:`facecluster.proposals.Proposals`),
+#:   by proposal-set name: ``{name: Proposals}`` for every name in the variant's ``params``
+#:   (clustering) or ``train`` block (training) under a key that ends in ``proposals``
+#:   (``proposals``, ``iop_proposals``); the sets are entries of the config's ``proposals``.
+#: * ``upstream``: the inference output of another (supervised) variant on the same split,
+#:   named by the variant's ``upstream`` key: the dict of arrays its family's
+#:   ``infer(features, knn, model, *, context)`` returns (GCN-E reads GCN-V's
+#:   ``confidence`` (N,) and ``features`` (N, hidden)).
+NEEDS = ("committee", "proposals", "upstream")
 
 
 class Cost(NamedTuple):
@@ -176,6 +184,8 @@ class Context:
     n_true_clusters : number of ground-truth identities of the split when its labels are
         known (methods told to use the true number of clusters read it), else None.
     extra : the extra inputs of ``FamilySpec.needs``, by kind.
+    checkpoint : where a training job keeps its periodic checkpoint (None: none); a job
+        that finds one there resumes from it.
     """
 
     seed: int = 0
@@ -184,6 +194,7 @@ class Context:
     knn_backend: dict = field(default_factory=lambda: {"index": "flat"})
     n_true_clusters: int | None = None
     extra: dict = field(default_factory=dict)
+    checkpoint: str | None = None
 
 
 def get_family(name: str) -> ModuleType:
