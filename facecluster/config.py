@@ -7,6 +7,7 @@ is reported at once, each with the dotted path of the offending key.
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
 
 import jsonschema
@@ -20,6 +21,7 @@ __all__ = [
     "validate_config",
     "method_config",
     "method_limits",
+    "proposal_sets",
     "SCHEMA_PATH",
 ]
 
@@ -49,7 +51,10 @@ def _without_defaults(schema: dict) -> dict:
 def with_family_schemas(schema: dict) -> dict:
     """Add the family list and, per family, the schemas of ``params`` and ``train`` (also
     inside ``per_dataset`` overrides) from the families' specs to the ``method`` definition."""
+    from .proposals import SET_SCHEMA
+
     schema = copy.deepcopy(schema)
+    schema["$defs"]["proposal_set"] = copy.deepcopy(SET_SCHEMA)
     method = schema["$defs"]["method"]
     method["properties"]["family"]["enum"] = sorted(FAMILIES)
     branches = []
@@ -145,6 +150,7 @@ def _reference_errors(config: dict) -> list[str]:
                     f"methods.{name}.per_dataset.{d}: unknown dataset "
                     f"(configured: {', '.join(datasets)})"
                 )
+    out += _extra_input_errors(config, specs)
     for name, d in datasets.items():
         for i, m in enumerate(d.get("methods", [])):
             if m not in methods:
@@ -198,6 +204,60 @@ def _reference_errors(config: dict) -> list[str]:
     return out
 
 
+def proposal_sets(block: dict) -> list[str]:
+    """The proposal-set names of a ``params`` or ``train`` block: the values of its keys
+    that end in ``proposals`` (the ``proposals`` kind of extra input)."""
+    return [v for key, v in sorted(block.items()) if key.endswith("proposals")]
+
+
+def _extra_input_errors(config: dict, specs: dict) -> list[str]:
+    """Proposal sets, upstream variants and released weights that a method names must exist
+    and suit it."""
+    out = []
+    methods, sets = config.get("methods", {}), config.get("proposals", {})
+    backends = config.get("knn_backends", {})
+    for name, s in sets.items():
+        if s.get("knn_backend", "flat") not in backends:
+            out.append(
+                f"proposals.{name}.knn_backend: {s.get('knn_backend')!r} is not a key of "
+                f"knn_backends ({', '.join(sorted(backends))})"
+            )
+    for name, m in methods.items():
+        spec = specs.get(m.get("family"))
+        if spec is None:
+            continue
+        blocks = [("", m), *((f".per_dataset.{d}", o) for d, o in m.get("per_dataset", {}).items())]
+        for key, cfg in blocks:
+            for part in ("params", "train"):
+                for pname, value in sorted(cfg.get(part, {}).items()):
+                    if pname.endswith("proposals") and value not in sets:
+                        out.append(
+                            f"methods.{name}{key}.{part}.{pname}: unknown proposal set "
+                            f"{value!r} (configured: {', '.join(sorted(sets)) or 'none'})"
+                        )
+            if cfg.get("pretrained"):
+                module = importlib.import_module(FAMILIES[m["family"]])
+                if not hasattr(module, "load_pretrained"):
+                    out.append(
+                        f"methods.{name}{key}.pretrained: family {m['family']!r} has no "
+                        f"released weights to load"
+                    )
+        if "upstream" in spec.needs:
+            up = m.get("upstream")
+            if up is None:
+                out.append(f"methods.{name}.upstream: family {m['family']!r} needs one")
+            elif up not in methods:
+                out.append(
+                    f"methods.{name}.upstream: unknown method {up!r} "
+                    f"(configured: {', '.join(sorted(methods))})"
+                )
+            elif not specs[methods[up]["family"]].supervised:
+                out.append(f"methods.{name}.upstream: {up!r} is not a trained method")
+        elif m.get("upstream") is not None:
+            out.append(f"methods.{name}.upstream: family {m['family']!r} reads no upstream output")
+    return out
+
+
 def _has_train_split(d: dict) -> bool:
     if d.get("source") == "download":
         held = {s for a in d.get("archives", {}).values() for s in a.get("splits", [])}
@@ -207,8 +267,9 @@ def _has_train_split(d: dict) -> bool:
 
 def method_config(config: dict, method: str, dataset: str) -> dict:
     """The settings of ``method`` on ``dataset``: the method's own ``k``, ``knn_backend``,
-    ``params``, ``train`` and ``limits``, with the method's ``per_dataset`` entry for
-    ``dataset`` merged over them (``params``, ``train`` and ``limits`` key by key).
+    ``params``, ``train``, ``limits``, ``upstream`` and ``pretrained``, with the method's
+    ``per_dataset`` entry for ``dataset`` merged over them (``params``, ``train`` and
+    ``limits`` key by key; ``pretrained`` as a whole).
 
     The variant keeps its published name (``cdp`` on DeepFashion runs with k 2, th 0.5,
     max_sz 200), so the cell joins the published tables by name.
@@ -221,9 +282,11 @@ def method_config(config: dict, method: str, dataset: str) -> dict:
         "params": dict(m.get("params", {})),
         "train": dict(m.get("train", {})),
         "limits": dict(m.get("limits", {})),
+        "upstream": m.get("upstream"),
+        "pretrained": m.get("pretrained"),
     }
     over = m.get("per_dataset", {}).get(dataset, {})
-    for key in ("k", "knn_backend"):
+    for key in ("k", "knn_backend", "pretrained"):
         if key in over:
             out[key] = over[key]
     for key in ("params", "train", "limits"):

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .graph import finalize_labels, knn_pairs, propagate, unique_pairs
 from .io import InputError, Knn, atomic_path
@@ -28,6 +29,7 @@ __all__ = [
     "SET_SCHEMA",
     "set_ks",
     "iteration0",
+    "super_vertices",
     "iteration1",
     "generate",
     "intra_edges",
@@ -292,8 +294,40 @@ def iteration0(
     return finalize_labels(comp), _groups(comp, minsz)
 
 
-def iteration1(
+def super_vertices(
     features: np.ndarray,
+    labels0: np.ndarray,
+    k: int,
+    *,
+    backend: dict | None = None,
+    threads: int = 1,
+    seed: int = 0,
+) -> Knn | None:
+    """The kNN graph (``k`` neighbours) over the super-vertices of ``labels0``.
+
+    Every iteration-0 cluster (singletons included) is a super-vertex whose feature is the
+    mean of its members' L2-normalised features, not re-normalised (as the reference, so
+    super-vertex similarities are inner products of means). None when there are too few
+    super-vertices for a kNN of ``k`` (the reference would fail).
+    """
+    from .knn import build_knn_from_spec
+
+    n_sv = int(labels0.max()) + 1 if labels0.size else 0
+    if n_sv <= k:
+        return None
+    counts = np.bincount(labels0, minlength=n_sv).astype(np.float32)
+    member = sp.csr_matrix(
+        (np.ones(labels0.size, dtype=np.float32), (labels0, np.arange(labels0.size))),
+        shape=(n_sv, labels0.size),
+    )
+    means = np.asarray(member @ features, dtype=np.float32) / counts[:, None]
+    return build_knn_from_spec(
+        means, k, backend or {"index": "flat"}, threads=threads, seed=seed, source="super-vertices"
+    )
+
+
+def iteration1(
+    sv_knn: Knn | None,
     labels0: np.ndarray,
     *,
     k: int,
@@ -303,42 +337,29 @@ def iteration1(
     sv_minsz: int = 2,
     minsz: int = 3,
     maxsz: int = 500,
-    backend: dict | None = None,
-    threads: int = 1,
-    seed: int = 0,
 ) -> Proposals:
     """Iteration-1 proposals over super-vertices (``generate_iter_proposals``).
 
-    Every iteration-0 cluster (singletons included) is a super-vertex whose feature is the
-    mean of its members' L2-normalised features, not re-normalised (as the reference, so
-    super-vertex similarities are inner products of means). Super-vertices are linked by a
-    kNN of ``k`` over them (pairs with inner product >= ``sv_th``), split into components of
-    at most ``sv_maxsz`` super-vertices; components of at least ``sv_minsz`` super-vertices
-    are expanded to their items and kept when they have ``minsz`` to ``maxsz`` items.
+    Super-vertices (:func:`super_vertices`) are linked by their kNN cut to ``k`` (pairs with
+    inner product >= ``sv_th``) and split into components of at most ``sv_maxsz``
+    super-vertices; components of at least ``sv_minsz`` super-vertices (so a single
+    super-vertex is never repeated) are expanded to their items and kept when they have
+    ``minsz`` to ``maxsz`` items.
 
     Parameters
     ----------
-    features : float32 (N, D) L2-normalised.  labels0 : int64 (N,) iteration-0 clusters
-        numbered 0..S-1 (no -1).
-    backend : kNN backend spec of the super-vertex kNN (``{"index": "flat"}`` by default).
+    sv_knn : the super-vertex kNN graph, with at least ``k`` neighbours (None: too few
+        super-vertices, no proposals).
+    labels0 : int64 (N,) iteration-0 clusters numbered 0..S-1 (no -1).
 
     Returns
     -------
     Proposals of items, members in ascending item order.
     """
-    from .knn import build_knn_from_spec
-
-    n_sv = int(labels0.max()) + 1 if labels0.size else 0
-    if n_sv <= k:  # too few super-vertices for a kNN of k (the reference would fail)
+    if sv_knn is None or sv_knn.k < k:
         return Proposals.from_lists([])
-    counts = np.bincount(labels0, minlength=n_sv).astype(np.float64)
-    sums = np.zeros((n_sv, features.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels0, features)
-    means = (sums / counts[:, None]).astype(np.float32)
-    sv_knn = build_knn_from_spec(
-        means, k, backend or {"index": "flat"}, threads=threads, seed=seed, source="super-vertices"
-    )
-    sv_comp = _capped_components(n_sv, sv_knn, sv_th, max_sz=sv_maxsz, step=sv_step)
+    n_sv = sv_knn.n
+    sv_comp = _capped_components(n_sv, sv_knn.truncate(k), sv_th, max_sz=sv_maxsz, step=sv_step)
     # components of >= sv_minsz super-vertices, expanded to items
     sv_sizes = np.bincount(sv_comp[sv_comp >= 0], minlength=max(1, int(sv_comp.max()) + 1))
     ok = (sv_comp >= 0) & (sv_sizes[np.maximum(sv_comp, 0)] >= sv_minsz)
@@ -382,9 +403,16 @@ def generate(
         name0 = f"k_{k}_th_{entry['th']}_step_{spec['step']}_minsz_{spec['minsz']}_maxsz_{maxsz}"
         if entry.get("keep", True):
             parts.append(Proposals(props.items, props.offsets, props.folder, (f"{name0}_iter_0",)))
+        # one super-vertex kNN at the largest k of iteration 1, cut for the others
+        sv_knn = None
+        if spec["iter1"]:
+            sv_k = max(it1["k"] for it1 in spec["iter1"])
+            sv_knn = super_vertices(
+                features, labels0, sv_k, backend=backend, threads=threads, seed=seed
+            )
         for it1 in spec["iter1"]:
             props1 = iteration1(
-                features,
+                sv_knn,
                 labels0,
                 k=it1["k"],
                 sv_maxsz=it1["sv_maxsz"],
@@ -393,9 +421,6 @@ def generate(
                 sv_minsz=spec["sv_minsz"],
                 minsz=spec["minsz"],
                 maxsz=spec["iter1_maxsz"],
-                backend=backend,
-                threads=threads,
-                seed=seed,
             )
             name1 = (
                 f"{name0}_iter_0/k_{it1['k']}_th_{spec['sv_th']}_step_{spec['sv_step']}"

@@ -31,6 +31,8 @@ from .io import InputError, atomic_path, read_features, read_knn, read_labels, w
 from .io import write_labels as _write_labels
 from .knn import build_knn_from_spec
 from .methods import Context, get_family
+from .proposals import Proposals
+from .proposals import generate as generate_proposals
 from .resources import refusal
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ def _context(
     device: str,
     n_true_clusters: int | None = None,
     extra: dict | None = None,
+    checkpoint: str | None = None,
 ) -> Context:
     return Context(
         seed=int(seed),
@@ -91,14 +94,19 @@ def _context(
         knn_backend=dict(backends[method_cfg["knn_backend"]]),
         n_true_clusters=n_true_clusters,
         extra=extra or {},
+        checkpoint=checkpoint,
     )
 
 
 def load_extra(extra: dict | None, *, dim: int, n_items: int, k: int) -> dict:
     """Read the extra inputs of a family (``FamilySpec.needs``) from their files.
 
-    ``committee``: a list of ``{"features": .bin, "knn": .npz}`` -> a list of
-    ``(features (N, dim) float32, Knn cut to k)``, each checked against the split's N.
+    * ``committee``: a list of ``{"features": .bin, "knn": .npz}`` -> a list of
+      ``(features (N, dim) float32, Knn cut to k)``, each checked against the split's N;
+    * ``proposals``: a list of ``{"proposals": .npz}`` -> ``{set name: Proposals}`` (the
+      name is the file's stem);
+    * ``upstream``: ``[{"upstream": .npz}]`` -> the dict of arrays of the upstream
+      variant's inference, each with N rows.
     """
     out = {}
     for kind, items in (extra or {}).items():
@@ -110,9 +118,29 @@ def load_extra(extra: dict | None, *, dim: int, n_items: int, k: int) -> dict:
                 )
                 for f in items
             ]
+        elif kind == "proposals":
+            out[kind] = {
+                Path(f["proposals"]).stem: Proposals.read(f["proposals"], n_items) for f in items
+            }
+        elif kind == "upstream":
+            (f,) = items
+            out[kind] = read_inference(f["upstream"], n_items)
         else:
             raise ValueError(f"unknown kind of extra input {kind!r}")
     return out
+
+
+def read_inference(path: str, n_items: int) -> dict:
+    """The arrays written by :func:`infer`, each checked to have ``n_items`` rows."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable inference file ({exc})") from exc
+    for name, a in arrays.items():
+        if a.shape[:1] != (n_items,):
+            raise InputError(f"{path}: {name} has {a.shape[0]} rows, the split has {n_items}")
+    return arrays
 
 
 def _n_true_clusters(labels: np.ndarray | None) -> int | None:
@@ -280,6 +308,40 @@ def knn(
     write_knn(out, graph)
 
 
+def proposals(
+    features: str,
+    labels: str | None,
+    knn_path: str,
+    out: str,
+    *,
+    spec: dict,
+    backends: dict,
+    dim: int,
+    threads: int,
+    seed: int,
+) -> None:
+    """Generate one proposal set (a config ``proposals`` entry) on one split; write ``.npz``."""
+    feats, _ = load_split(features, labels, dim)
+    graph = read_knn(knn_path, feats.shape[0])
+    t0 = time.perf_counter()
+    props = generate_proposals(
+        feats,
+        graph,
+        spec,
+        backend=dict(backends[spec.get("knn_backend", "flat")]),
+        threads=threads,
+        seed=seed,
+    )
+    log.info(
+        "%d proposals in %d folders (%d entries) in %.1f s",
+        props.n_proposals,
+        len(props.folders),
+        props.items.size,
+        time.perf_counter() - t0,
+    )
+    props.write(out)
+
+
 # ------------------------------------------------------------------------------ train / cluster
 
 
@@ -304,13 +366,12 @@ def train(
     model depends only on its training (family, k, kNN backend, ``train`` block, split), so
     every variant that shares those shares the file.
     """
-    import torch
-
     family = get_family(method_cfg["family"])
     if not family.SPEC.supervised:
         raise ValueError(f"method {method!r} (family {method_cfg['family']}) is not supervised")
     feats, lab = load_split(features, labels, dim)
     graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
+    checkpoint = f"{out_model}.ckpt"
     ctx = _context(
         method_cfg,
         backends,
@@ -319,17 +380,74 @@ def train(
         device=device,
         n_true_clusters=_n_true_clusters(lab),
         extra=load_extra(extra, dim=dim, n_items=feats.shape[0], k=method_cfg["k"]),
+        checkpoint=checkpoint,
     )
     model = family.train(feats, lab, graph, context=ctx, **method_cfg.get("train", {}))
     model["family"] = method_cfg["family"]
     model["k"] = int(method_cfg["k"])
     model["train"] = json.dumps(method_cfg.get("train", {}), sort_keys=True)
+    save_model(model, out_model)
+    # the model is complete: a later training of the same name starts afresh
+    Path(checkpoint).unlink(missing_ok=True)
+
+
+def save_model(model: dict, out_model: str) -> None:
+    """Write a model dict with :func:`torch.save`, atomically."""
+    import torch
+
     # through a buffer: torch.save names the zip's root folder after the file, and the
     # temporary file's random name would make two identical models differ in bytes
     buf = io.BytesIO()
     torch.save(model, buf)
     with atomic_path(out_model) as tmp:
         tmp.write_bytes(buf.getvalue())
+
+
+def import_model(paths: dict, out_model: str, *, method: str, method_cfg: dict) -> None:
+    """Released weights (``pretrained``: role -> checkpoint path) mapped onto the family's
+    parameter names by its ``load_pretrained``, written as one of our model files."""
+    family = get_family(method_cfg["family"])
+    if not hasattr(family, "load_pretrained"):
+        raise ValueError(f"{method}: family {method_cfg['family']!r} has no released weights")
+    for role, path in paths.items():
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: released weights of {method} ({role}) not found")
+    model = family.load_pretrained(dict(paths))
+    model["family"] = method_cfg["family"]
+    model["pretrained"] = json.dumps(dict(paths), sort_keys=True)
+    save_model(model, out_model)
+    log.info("%s: released weights %s imported", method, paths)
+
+
+def infer(
+    features: str,
+    labels: str | None,
+    knn_path: str,
+    model_path: str,
+    out: str,
+    *,
+    method: str,
+    method_cfg: dict,
+    backends: dict,
+    dim: int,
+    seed: int,
+    threads: int,
+    device: str,
+) -> None:
+    """Run a trained variant's inference (its family's ``infer``) on one split and write the
+    arrays it returns (``.npz``) for the variants that read it as ``upstream``."""
+    family = get_family(method_cfg["family"])
+    if not hasattr(family, "infer"):
+        raise ValueError(f"{method}: family {method_cfg['family']!r} has no inference output")
+    feats, lab = load_split(features, labels, dim)
+    graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
+    model = load_model(model_path)
+    _check_model(model, method_cfg, model_path)
+    ctx = _context(method_cfg, backends, seed=seed, threads=threads, device=device)
+    arrays = family.infer(feats, graph, model, context=ctx)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{name: np.asarray(a) for name, a in arrays.items()})
+    log.info("%s inference on %d items: %s", method, feats.shape[0], sorted(arrays))
 
 
 def load_model(path: str) -> dict:

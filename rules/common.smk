@@ -6,14 +6,21 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from facecluster import resources
-from facecluster.config import method_config, method_limits, validate_config
+from facecluster.config import (
+    method_config,
+    method_limits,
+    proposal_sets,
+    validate_config,
+)
 from facecluster.methods import get_spec
+from facecluster.proposals import set_ks
 
 validate_config(config, f"{workflow.basedir}/config/schema.yaml")
 
 DATASETS = config["datasets"]
 METHODS = config["methods"]
 BACKENDS = config["knn_backends"]
+PROPOSALS = config["proposals"]
 
 
 wildcard_constraints:
@@ -25,6 +32,7 @@ wildcard_constraints:
     archive=r"[A-Za-z0-9_]+",
     member=r"[A-Za-z0-9]+",
     model=r"[A-Za-z0-9_]+",
+    proposal_set=r"[A-Za-z0-9_]+",
 
 
 def split_stem(dataset, split):
@@ -128,8 +136,9 @@ def spec_of(method):
 
 def knn_k(dataset, backend, k, committee=False):
     """k of the one kNN graph per (dataset, split, backend): the largest k that any method
-    of the dataset needs with that backend (and at least ``k``); smaller k are cut from it.
-    With ``committee``, the same over the methods that read the committee's graphs."""
+    of the dataset (or a proposal set one of them names) needs with that backend, and at
+    least ``k``; smaller k are cut from it. With ``committee``, the same over the methods
+    that read the committee's graphs."""
     ks = [k]
     for m in DATASETS[dataset]["methods"]:
         c = mcfg(dataset, m)
@@ -137,6 +146,15 @@ def knn_k(dataset, backend, k, committee=False):
             continue
         if c["knn_backend"] == backend:
             ks.append(c["k"])
+        if committee:
+            continue
+        for name in proposal_sets(c["params"]) + proposal_sets(c["train"]):
+            if PROPOSALS[name]["knn_backend"] == backend:
+                ks.extend(set_ks(PROPOSALS[name]))
+        if c["upstream"]:
+            up = mcfg(dataset, c["upstream"])
+            if up["knn_backend"] == backend:
+                ks.append(up["k"])
     return max(ks)
 
 
@@ -168,8 +186,11 @@ def committee_features_path(dataset, split, member):
     return f"resources/{dataset}/committee/{member}/{split}.bin"
 
 
-def extra_files(dataset, split, method):
-    """The extra inputs a family declares (``FamilySpec.needs``), by kind, as file paths."""
+def extra_files(dataset, split, method, train=False):
+    """The extra inputs a family declares (``FamilySpec.needs``), by kind, as file paths,
+    for clustering ``split`` or (``train``) training on it: committee members' features and
+    kNN; the proposal sets named in ``params`` (``train``); the upstream variant's inference
+    on the split."""
     m, extra = mcfg(dataset, method), {}
     for kind in spec_of(method).needs:
         if kind == "committee":
@@ -180,6 +201,15 @@ def extra_files(dataset, split, method):
                 }
                 for member in DATASETS[dataset]["committee"]
             ]
+        elif kind == "proposals":
+            names = proposal_sets(m["train"] if train else m["params"])
+            extra[kind] = [
+                {"proposals": f"results/{dataset}/{split}/proposals/{name}.npz"}
+                for name in names
+            ]
+        elif kind == "upstream":
+            model = model_name(dataset, m["upstream"])
+            extra[kind] = [{"upstream": f"results/{dataset}/{split}/infer/{model}.npz"}]
     return extra
 
 
@@ -199,23 +229,42 @@ def is_supervised(method):
 
 def model_name(dataset, method):
     """A trained model is keyed by its training, not by the variant: the family, k, kNN
-    backend, ``train`` block, train split (and committee) hash to one name, so variants
-    that differ only in clustering parameters share one model file."""
+    backend, ``train`` block, train split and extra inputs (committee, proposal sets,
+    upstream model) hash to one name, so variants that differ only in clustering
+    parameters share one model file. Released weights are keyed by their paths."""
     m = mcfg(dataset, method)
+    if m["pretrained"]:
+        key = {"family": m["family"], "pretrained": m["pretrained"]}
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{m['family']}_pretrained_{digest}"
     key = {
         "family": m["family"],
         "k": m["k"],
         "knn_backend": BACKENDS[m["knn_backend"]],
-        "train": m["train"],
+        # how often a checkpoint is written never changes the model
+        "train": {n: v for n, v in m["train"].items() if n != "checkpoint_every"},
         "train_split": train_split(dataset),
-        "extra": extra_files(dataset, train_split(dataset), method),
+        "extra": extra_files(dataset, train_split(dataset), method, train=True),
+        "proposals": {
+            n: PROPOSALS[n]
+            for n in proposal_sets(m["train"])
+            if "proposals" in spec_of(method).needs
+        },
     }
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return f"{m['family']}_{digest}"
 
 
+def model_path(dataset, method):
+    """The model file a supervised variant clusters with: trained (``models/``) or imported
+    from released weights (``pretrained/``)."""
+    folder = "pretrained" if mcfg(dataset, method)["pretrained"] else "models"
+    return f"results/{dataset}/{folder}/{model_name(dataset, method)}.pt"
+
+
 def model_method(dataset, model):
-    """A method whose training is ``model`` (any of the variants that share it)."""
+    """A method whose training (or released weights) is ``model`` (any of the variants
+    that share it)."""
     for method, m in METHODS.items():
         if spec_of(method).supervised and model_name(dataset, method) == model:
             return method
@@ -233,7 +282,7 @@ def cluster_inputs(wildcards):
         **_flat_inputs(extra_files(dataset, split, method)),
     }
     if is_supervised(method):
-        inputs["model"] = f"results/{dataset}/models/{model_name(dataset, method)}.pt"
+        inputs["model"] = model_path(dataset, method)
     return inputs
 
 
@@ -246,8 +295,37 @@ def train_inputs(wildcards):
         "features": features_path(dataset, split),
         "labels": labels_path(dataset, split),
         "knn": knn_path(dataset, split, method),
-        **_flat_inputs(extra_files(dataset, split, method)),
+        **_flat_inputs(extra_files(dataset, split, method, train=True)),
     }
+
+
+def infer_inputs(wildcards):
+    """A trained variant's inference on a split: its features, kNN and model."""
+    dataset, split = wildcards.dataset, wildcards.split
+    method = model_method(dataset, wildcards.model)
+    return {
+        "features": features_path(dataset, split),
+        "labels": labels_path(dataset, split),
+        "knn": knn_path(dataset, split, method),
+        "model": model_path(dataset, method),
+    }
+
+
+def proposals_inputs(wildcards):
+    """A proposal set on a split: the features and the shared kNN graph of its backend."""
+    dataset, split = wildcards.dataset, wildcards.split
+    s = PROPOSALS[wildcards.proposal_set]
+    return {
+        "features": features_path(dataset, split),
+        "labels": labels_path(dataset, split),
+        "knn": knn_file(dataset, split, s["knn_backend"], max(set_ks(s))),
+    }
+
+
+def pretrained_inputs(wildcards):
+    """The released checkpoints of a variant (role -> path)."""
+    method = model_method(wildcards.dataset, wildcards.model)
+    return mcfg(wildcards.dataset, method)["pretrained"]
 
 
 def dataset_cells(wildcards):
@@ -361,6 +439,20 @@ def method_resources(dataset, split, method, threads, attempt, train):
     return {
         "mem_mb": resources.mem_mb(cost, attempt, base_mb=2000),
         "runtime": resources.runtime_minutes(cost, attempt, base_min=15),
+    }
+
+
+def proposals_resources(dataset, split, proposal_set, attempt):
+    """mem_mb and runtime of generating one proposal set: the kNN graph and its pairs (about
+    40 bytes per kNN entry) and the features, with a pass of components per threshold.
+    """
+    d, s = DATASETS[dataset], PROPOSALS[proposal_set]
+    n, k = n_images(dataset, split), max(set_ks(s))
+    folders = len(s["iter0"]) * (1 + len(s["iter1"]))
+    cost = resources.Cost(n * (40 * k + 8 * d["dim"]), n * k * 2e-7 * folders)
+    return {
+        "mem_mb": resources.mem_mb(cost, attempt, base_mb=1500),
+        "runtime": resources.runtime_minutes(cost, attempt),
     }
 
 

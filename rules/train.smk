@@ -34,7 +34,10 @@ rule train:
         method=lambda wc: model_method(wc.dataset, wc.model),
         method_cfg=lambda wc: mcfg(wc.dataset, model_method(wc.dataset, wc.model)),
         extra=lambda wc: extra_files(
-            wc.dataset, train_split(wc.dataset), model_method(wc.dataset, wc.model)
+            wc.dataset,
+            train_split(wc.dataset),
+            model_method(wc.dataset, wc.model),
+            train=True,
         ),
         backends=BACKENDS,
         dim=lambda wc: DATASETS[wc.dataset]["dim"],
@@ -42,3 +45,68 @@ rule train:
         device=config["device"],
     script:
         "../workflow_scripts/train.py"
+
+
+# Released weights (a variant's `pretrained`: role -> checkpoint) mapped onto our names.
+rule import_model:
+    input:
+        unpack(pretrained_inputs),
+    output:
+        "results/{dataset}/pretrained/{model}.pt",
+    log:
+        "results/logs/import_model/{dataset}/{model}.log",
+    benchmark:
+        "results/benchmarks/import_model/{dataset}/{model}.tsv"
+    conda:
+        lambda wc: f"../envs/{spec_of(model_method(wc.dataset, wc.model)).conda_env}.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        method=lambda wc: model_method(wc.dataset, wc.model),
+        method_cfg=lambda wc: mcfg(wc.dataset, model_method(wc.dataset, wc.model)),
+    script:
+        "../workflow_scripts/import_model.py"
+
+
+# A trained variant's inference on a split (GCN-V's confidences and GCN features), for the
+# variants that read it as their `upstream` (GCN-E).
+rule infer:
+    input:
+        unpack(infer_inputs),
+    output:
+        "results/{dataset}/{split}/infer/{model}.npz",
+    log:
+        "results/logs/infer/{dataset}/{split}/{model}.log",
+    benchmark:
+        "results/benchmarks/infer/{dataset}/{split}/{model}.tsv"
+    conda:
+        lambda wc: f"../envs/{spec_of(model_method(wc.dataset, wc.model)).conda_env}.yaml"
+    threads: lambda wc: method_threads(model_method(wc.dataset, wc.model))
+    resources:
+        mem_mb=lambda wc, threads, attempt: method_resources(
+            wc.dataset,
+            wc.split,
+            model_method(wc.dataset, wc.model),
+            threads,
+            attempt,
+            False,
+        )["mem_mb"],
+        runtime=lambda wc, threads, attempt: method_resources(
+            wc.dataset,
+            wc.split,
+            model_method(wc.dataset, wc.model),
+            threads,
+            attempt,
+            False,
+        )["runtime"],
+        gpu=lambda wc: int(spec_of(model_method(wc.dataset, wc.model)).gpu),
+    params:
+        method=lambda wc: model_method(wc.dataset, wc.model),
+        method_cfg=lambda wc: mcfg(wc.dataset, model_method(wc.dataset, wc.model)),
+        backends=BACKENDS,
+        dim=lambda wc: DATASETS[wc.dataset]["dim"],
+        seed=config["seed"],
+        device=config["device"],
+    script:
+        "../workflow_scripts/infer.py"

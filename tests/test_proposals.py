@@ -13,6 +13,7 @@ from facecluster.proposals import (
     iteration0,
     iteration1,
     set_ks,
+    super_vertices,
 )
 
 
@@ -52,13 +53,21 @@ def test_iteration1_merges_super_vertices_within_caps():
     ident = labels0 // 2
     feats = centres[ident] + 0.05 * rng.standard_normal((30, 8)).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    props = iteration1(feats, labels0, k=2, sv_maxsz=2, minsz=3, maxsz=500)
+    sv = super_vertices(feats, labels0, 3)
+    assert sv.n == 6 and sv.k == 3
+    # the super-vertex of items 0..4 is the (un-normalised) mean of their features
+    mean = feats[:5].mean(axis=0)
+    np.testing.assert_allclose(sv.sims[0, 0], mean @ mean, rtol=1e-5)
+    props = iteration1(sv, labels0, k=2, sv_maxsz=2, minsz=3, maxsz=500)
     groups = sorted(props.members(p).tolist() for p in range(props.n_proposals))
     assert groups == [list(range(0, 10)), list(range(10, 20)), list(range(20, 30))]
     # a cap of one super-vertex leaves nothing (sv_minsz 2: never duplicate a super-vertex)
-    assert iteration1(feats, labels0, k=2, sv_maxsz=1).n_proposals == 0
+    assert iteration1(sv, labels0, k=2, sv_maxsz=1).n_proposals == 0
     # an item cap below the merged size drops them
-    assert iteration1(feats, labels0, k=2, sv_maxsz=2, maxsz=9).n_proposals == 0
+    assert iteration1(sv, labels0, k=2, sv_maxsz=2, maxsz=9).n_proposals == 0
+    # too few super-vertices for the kNN: no proposals
+    assert super_vertices(feats, labels0, 6) is None
+    assert iteration1(None, labels0, k=2, sv_maxsz=2).n_proposals == 0
 
 
 def test_generate_folders_and_keep():

@@ -6,7 +6,11 @@ its own identity and -sim for the others, divided by the global max |c| (the pap
 |N_i|; the reference code, which produced the published numbers, uses the global max). The
 model is one concat+mean GraphConv (D -> hidden, ReLU) on the kNN affinity
 max(A, A^T) + I, row-normalised, followed by Linear -> PReLU -> Linear(1), regressed with
-MSE by full-batch SGD.
+MSE by full-batch SGD. With ``context.checkpoint`` set, training saves its state every
+``checkpoint_every`` iterations and a killed job resumes from it, bit-identically on the same
+device (:mod:`facecluster.nn.checkpoint`). ``val_fraction`` > 0 adds early stopping on a
+held-out share of the train identities (not in the reference, off by default).
+:func:`load_pretrained` reads learn-to-cluster's released ``pretrained_gcn_v_ms1m.pth``.
 
 Because the model has a single graph convolution without dropout, A·X is the same at every
 step: it is computed once and training is a dense MLP on [X ‖ A·X], which is exactly the
@@ -26,7 +30,7 @@ import logging
 import numpy as np
 
 from ..graph import components
-from ..io import Knn
+from ..io import InputError, Knn
 from ..knn import build_knn_from_spec
 from . import Cost, FamilySpec
 
@@ -39,6 +43,8 @@ __all__ = [
     "peaks_to_labels",
     "train",
     "predict",
+    "infer",
+    "load_pretrained",
     "cluster",
 ]
 
@@ -57,9 +63,13 @@ def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> C
     Memory (host; on a GPU the same tensors live in device memory): X and A·X (N x D each),
     their concatenation, the hidden features (N x hidden, with gradients when training),
     the kNN graph and the CSR adjacency with its transpose (about 24 bytes per edge), and, for
-    clustering, the kNN graph rebuilt on the hidden features. Time: forward + backward of
-    the dense layers per epoch (training); inference plus an exact kNN on the hidden
-    features (clustering), at 30 GFLOP/s per thread (5 TFLOP/s on a GPU).
+    clustering, the kNN graph rebuilt on the hidden features; early stopping
+    (``val_fraction`` > 0) adds copies of the held-out rows of X and A·X and a weight per
+    node. Time: forward + backward (3 forwards) of the dense layers per iteration for all
+    ``epochs`` (early stopping may end sooner: an upper bound), plus one forward of the
+    held-out rows every ``eval_every`` iterations and after the last (training); inference
+    plus an exact kNN on the hidden features (clustering), at 30 GFLOP/s per thread
+    (5 TFLOP/s on a GPU).
     """
     hidden = train_params.get("hidden", 512)
     per_item = 4 * (4 * dim + (4 if train else 2) * hidden) + 24 * k
@@ -68,7 +78,13 @@ def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> C
     rate = GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * threads
     layers = 2.0 * n * (2 * dim + 2 * hidden) * hidden
     if train:
-        seconds = train_params["epochs"] * 3 * layers / rate
+        epochs = train_params["epochs"]
+        seconds = epochs * 3 * layers / rate
+        val_fraction = train_params.get("val_fraction", 0.0)
+        if val_fraction > 0:
+            evaluations = epochs // train_params.get("eval_every", 100) + 1
+            seconds += evaluations * val_fraction * layers / rate
+            per_item += 4 * (1 + 2 * dim * val_fraction)
     else:
         seconds = (2.0 * n * n * hidden + layers) / rate
     return Cost(n * per_item, seconds)
@@ -142,6 +158,35 @@ SPEC = FamilySpec(
             "default": 0.0,
             "description": "Affinity threshold of the GCN's kNN graph (stored with the model).",
         },
+        "checkpoint_every": {
+            "type": "integer",
+            "minimum": 0,
+            "default": 5000,
+            "description": "Iterations between training checkpoints a killed job resumes "
+            "from (the reference: 5000 on MS1M, 1000 on DeepFashion); 0: never.",
+        },
+        "val_fraction": {
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMaximum": 1,
+            "default": 0.0,
+            "description": "Early stopping (not in the reference): share of the train "
+            "identities held out of the loss (seeded; the graph stays whole) whose MSE "
+            "picks the returned weights; 0: off.",
+        },
+        "patience": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 5,
+            "description": "Early stopping: validation evaluations without a lower MSE "
+            "before training stops.",
+        },
+        "eval_every": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 100,
+            "description": "Early stopping: iterations between validation evaluations.",
+        },
     },
     estimate=estimate,
 )
@@ -213,6 +258,22 @@ def predict(features: np.ndarray, knn: Knn, model: dict, *, context, batch_size:
     return impl.predict(features, knn, model, context=context, batch_size=batch_size)
 
 
+def load_pretrained(paths: dict[str, str]) -> dict:
+    """learn-to-cluster's released GCN-V weights as the model dict :func:`train` returns.
+
+    Parameters
+    ----------
+    paths : ``{"model": "pretrained_gcn_v_ms1m.pth"}`` (MODEL_ZOO; reference parameter names
+        of ``vegcn/models/gcn_v.py`` are mapped onto ours by
+        :func:`facecluster.nn.gcnv.load_pretrained`).
+    """
+    if "model" not in paths:
+        raise InputError(f"gcnv released weights: paths needs a 'model' entry, got {sorted(paths)}")
+    from ..nn import gcnv as impl
+
+    return impl.load_pretrained(paths["model"])
+
+
 def cluster(
     features: np.ndarray,
     knn: Knn,
@@ -258,3 +319,24 @@ def cluster(
     labels = peaks_to_labels(peaks, peak_sims, tau)
     log.info("gcnv: %d clusters at tau=%.3f on GCN features", np.unique(labels).size, tau)
     return labels
+
+
+def infer(features: np.ndarray, knn: Knn, model: dict, *, context) -> dict[str, np.ndarray]:
+    """GCN-V's inference output, the ``upstream`` input of GCN-E.
+
+    Parameters
+    ----------
+    features : float32 (N, D) L2-normalised.  knn : kNN graph of the features.
+    model : the dict returned by :func:`train`.
+
+    Returns
+    -------
+    ``{"confidence": float32 (N,), "features": float32 (N, hidden)}``: the predicted vertex
+    confidences and the hidden GCN features, not normalised (as the reference dumps them;
+    GCN-E L2-normalises them itself).
+    """
+    conf, hidden = predict(features, knn, model, context=context)
+    return {
+        "confidence": np.ascontiguousarray(conf, dtype=np.float32),
+        "features": np.ascontiguousarray(hidden, dtype=np.float32),
+    }

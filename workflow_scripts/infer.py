@@ -1,0 +1,22 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from facecluster import tasks  # noqa: E402
+
+tasks.run_logged(
+    snakemake.log[0],
+    tasks.infer,
+    snakemake.input.features,
+    snakemake.input.labels,
+    snakemake.input.knn,
+    snakemake.input.model,
+    snakemake.output[0],
+    method=snakemake.params.method,
+    method_cfg=snakemake.params.method_cfg,
+    backends=snakemake.params.backends,
+    dim=snakemake.params.dim,
+    seed=snakemake.params.seed,
+    threads=snakemake.threads,
+    device=snakemake.params.device,
+)
