@@ -79,6 +79,17 @@ def test_schema_families_match_registry():
             lambda c: c["datasets"]["ms1m"]["md5"].update({"features/x.bin": "abc"}),
             "datasets.ms1m.md5",
         ),
+        (lambda c: c["proposals"]["ms1m_2"].update(step=0), "proposals.ms1m_2.step"),
+        (lambda c: c["proposals"]["ms1m_2"].update(knn_backend="x"), "proposals.ms1m_2"),
+        (lambda c: c["proposals"]["ms1m_2"]["iter0"][0].pop("th"), "proposals.ms1m_2.iter0"),
+        (
+            lambda c: c["methods"]["cdp"].update(upstream="gcnv"),
+            "methods.cdp.upstream: family 'cdp' reads no upstream output",
+        ),
+        (
+            lambda c: c["methods"]["cdp"].update(pretrained={"model": "x.pth"}),
+            "methods.cdp.pretrained: family 'cdp' has no released weights",
+        ),
     ],
 )
 def test_bad_config_names_the_key(config, mutate, key):

@@ -193,3 +193,60 @@ def test_a_method_beyond_its_limits_is_refused_and_shown_as_a_dash(split, tmp_pa
     assert np.isnan(flat.loc["cdp", "pairwise_f_part1"]) and flat.loc["cdp", "pairwise_f_part3"] > 0
     md = (d / "t.md").read_text()
     assert "| cdp | — | " in md and "- cdp / part1: cdp on" in md
+
+
+def test_proposals_task_writes_a_readable_set(split):
+    from facecluster.proposals import Proposals
+
+    d, feats, labels = split
+    write_knn(d / "k.npz", brute_force_knn(feats, 10))
+    spec = {"k": 10, "maxsz": 300, "iter0": [{"th": 0.5}], "iter1": [{"k": 2, "sv_maxsz": 4}]}
+    tasks.proposals(
+        str(d / "f.bin"), str(d / "l.meta"), str(d / "k.npz"), str(d / "p.npz"),
+        spec=spec, backends=BACKENDS, dim=32, threads=1, seed=0,
+    )  # fmt: skip
+    props = Proposals.read(d / "p.npz", labels.size)
+    assert props.n_proposals > 0 and len(props.folders) == 2
+    extra = tasks.load_extra({"proposals": [{"proposals": str(d / "p.npz")}]}, dim=32,
+                             n_items=labels.size, k=5)  # fmt: skip
+    assert list(extra["proposals"]) == ["p"]
+
+
+def test_infer_and_upstream_round_trip_with_checks(split):
+    from facecluster.methods import Context, get_family
+
+    d, feats, labels = split
+    graph = brute_force_knn(feats, 5)
+    write_knn(d / "k.npz", graph)
+    gcnv = get_family("gcnv")
+    ctx = Context(seed=0, threads=1, device="cpu")
+    model = gcnv.train(feats, labels, graph, context=ctx, hidden=8, epochs=3)
+    model.update(family="gcnv", k=5)
+    tasks.save_model(model, str(d / "m.pt"))
+    cfg = {"family": "gcnv", "k": 5, "knn_backend": "flat", "params": {}, "train": {}}
+    tasks.infer(
+        str(d / "f.bin"), str(d / "l.meta"), str(d / "k.npz"), str(d / "m.pt"),
+        str(d / "inf.npz"), method="gcnv", method_cfg=cfg, backends=BACKENDS, dim=32,
+        seed=0, threads=1, device="cpu",
+    )  # fmt: skip
+    out = tasks.load_extra({"upstream": [{"upstream": str(d / "inf.npz")}]}, dim=32,
+                           n_items=labels.size, k=5)["upstream"]  # fmt: skip
+    assert out["confidence"].shape == (labels.size,)
+    assert out["features"].shape == (labels.size, 8)
+    with pytest.raises(InputError, match=r"inf\.npz.*rows"):
+        tasks.read_inference(str(d / "inf.npz"), labels.size + 1)
+    # a family without inference output is refused by name
+    with pytest.raises(ValueError, match="no inference output"):
+        tasks.infer(
+            str(d / "f.bin"), str(d / "l.meta"), str(d / "k.npz"), str(d / "m.pt"),
+            str(d / "x.npz"), method="cdp", method_cfg=CDP, backends=BACKENDS, dim=32,
+            seed=0, threads=1, device="cpu",
+        )  # fmt: skip
+
+
+def test_import_model_names_a_missing_checkpoint(tmp_path):
+    cfg = {"family": "gcnv", "k": 5, "knn_backend": "flat", "params": {}, "train": {}}
+    with pytest.raises(InputError, match=r"nope\.pth.*gcnv"):
+        tasks.import_model({"model": str(tmp_path / "nope.pth")}, str(tmp_path / "m.pt"),
+                           method="gcnv", method_cfg=cfg)  # fmt: skip
+    assert not (tmp_path / "m.pt").exists()
