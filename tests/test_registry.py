@@ -172,19 +172,46 @@ def _run(family, feats, labels, members, *, seed=3, k=10):
     spec = get_spec(family)
     module = get_family(family)
     knn = brute_force_knn(feats, k)
+    params = {**{p: v["default"] for p, v in spec.params.items() if "default" in v}}
+    params.update(CONTRACT_PARAMS.get(family, {}))
+    train_params = {p: v["default"] for p, v in spec.train_params.items() if "default" in v}
+    train_params.update(FAST_TRAIN.get(family, {}))
+    extra = _extra(spec, feats, labels, knn, members, params, train_params, seed=seed, k=k)
+    n_true = int(np.unique(labels).size)
+    ctx = Context(seed=seed, threads=1, device="cpu", n_true_clusters=n_true, extra=extra)
+    model = None
+    if spec.supervised:
+        model = module.train(feats, labels, knn, context=ctx, **train_params)
+    return module.cluster(feats, knn, context=ctx, model=model, **params)
+
+
+#: the contract's proposal set: size-capped components at two thresholds, and super-vertices
+CONTRACT_PROPOSALS = {
+    "k": 10,
+    "iter0": [{"th": 0.5}, {"th": 0.8}],
+    "iter1": [{"k": 2, "sv_maxsz": 4}],
+}
+
+
+def _extra(spec, feats, labels, knn, members, params, train_params, *, seed, k):
+    """The extra inputs of ``spec.needs`` for the contract problem (train and test split
+    are the same items here)."""
+    from facecluster.config import proposal_sets
+    from facecluster.proposals import generate
+
     extra = {}
     if "committee" in spec.needs:
         extra["committee"] = [(m, brute_force_knn(m, k)) for m in members]
-    n_true = int(np.unique(labels).size)
-    ctx = Context(seed=seed, threads=1, device="cpu", n_true_clusters=n_true, extra=extra)
-    params = {**{p: v["default"] for p, v in spec.params.items() if "default" in v}}
-    params.update(CONTRACT_PARAMS.get(family, {}))
-    model = None
-    if spec.supervised:
-        train_params = {p: v["default"] for p, v in spec.train_params.items() if "default" in v}
-        train_params.update(FAST_TRAIN.get(family, {}))
-        model = module.train(feats, labels, knn, context=ctx, **train_params)
-    return module.cluster(feats, knn, context=ctx, model=model, **params)
+    if "proposals" in spec.needs:
+        props = generate(feats, knn, CONTRACT_PROPOSALS)
+        names = proposal_sets(params) + proposal_sets(train_params)
+        extra["proposals"] = dict.fromkeys(names, props)
+    if "upstream" in spec.needs:
+        gcnv = get_family("gcnv")
+        ctx = Context(seed=seed, threads=1, device="cpu")
+        model = gcnv.train(feats, labels, knn, context=ctx, **FAST_TRAIN["gcnv"])
+        extra["upstream"] = gcnv.infer(feats, knn, model, context=ctx)
+    return extra
 
 
 @pytest.fixture(scope="module")
