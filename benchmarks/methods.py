@@ -66,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--runtime", type=int, default=5, help="refuse above this (minutes)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto")
     p.add_argument("--work", help="keep the generated data here (default: a temp dir)")
     p.add_argument("--run", help=argparse.SUPPRESS)  # internal: one method in a subprocess
     return p.parse_args(argv)
@@ -103,6 +104,59 @@ def make_data(args, work: Path) -> None:
         write_knn(work / f"{name}_knn.npz", knn)
 
 
+def extra_inputs(config, cfg, spec, feats, graph, knn_k, *, train, split, args, work) -> dict:
+    """The extra inputs of ``spec.needs`` for one split of the benchmark data.
+
+    committee: perturbed copies of the features stand in for other models'; proposals: the
+    variant's proposal sets generated on the split's exact kNN (whatever the set's backend);
+    upstream: the upstream variant trained on the train split (cached in ``work``) and its
+    inference on the split.
+    """
+    from facecluster.config import method_config, proposal_sets
+    from facecluster.methods import Context, get_family
+
+    out = {}
+    if "committee" in spec.needs:
+        from facecluster.knn import build_knn
+
+        rng = np.random.default_rng(args.seed)
+        members = []
+        for _ in range(4):  # perturbed copies stand in for other models' features
+            f = feats + 0.02 * rng.standard_normal(feats.shape).astype(np.float32)
+            f /= np.linalg.norm(f, axis=1, keepdims=True)
+            members.append((f, build_knn(f, knn_k, threads=args.threads)))
+        out["committee"] = members
+    if "proposals" in spec.needs:
+        from facecluster.io import read_knn
+        from facecluster.proposals import generate
+
+        full = read_knn(work / f"{split}_knn.npz")
+        out["proposals"] = {
+            name: generate(feats, full, config["proposals"][name], threads=args.threads)
+            for name in proposal_sets(cfg["train"] if train else cfg["params"])
+        }
+    if "upstream" in spec.needs:
+        import torch
+
+        from facecluster.io import read_knn
+
+        up = method_config(config, cfg["upstream"], args.dataset)
+        family = get_family(up["family"])
+        ctx = Context(seed=args.seed, threads=args.threads, device=args.device)
+        path = work / f"upstream_{cfg['upstream']}.pt"
+        if path.exists():
+            model = torch.load(path, weights_only=True)
+        else:
+            tf = np.load(work / "train_features.npy")
+            tl = np.load(work / "train_labels.npy")
+            tk = read_knn(work / "train_knn.npz").truncate(up["k"])
+            model = family.train(tf, tl, tk, context=ctx, **up["train"])
+            torch.save(model, path)
+        up_knn = read_knn(work / f"{split}_knn.npz").truncate(up["k"])
+        out["upstream"] = family.infer(feats, up_knn, model, context=ctx)
+    return out
+
+
 def run_one(args, work: Path) -> dict:
     """Train (if supervised) and cluster with one variant; return the measurements."""
     import resource
@@ -128,18 +182,10 @@ def run_one(args, work: Path) -> dict:
             raise SystemExit(f"--k {knn.k} is below {args.run}'s k={cfg['k']}")
         return f, lab, knn.truncate(cfg["k"])
 
-    def extra(feats, knn_k):
-        if "committee" not in spec.needs:
-            return {}
-        from facecluster.knn import build_knn
-
-        rng = np.random.default_rng(args.seed)
-        members = []
-        for _ in range(4):  # perturbed copies stand in for other models' features
-            f = feats + 0.02 * rng.standard_normal(feats.shape).astype(np.float32)
-            f /= np.linalg.norm(f, axis=1, keepdims=True)
-            members.append((f, build_knn(f, knn_k, threads=args.threads)))
-        return {"committee": members}
+    def extra(feats, knn_k, graph=None, train=False, split="test"):
+        return extra_inputs(
+            config, cfg, spec, feats, graph, knn_k, train=train, split=split, args=args, work=work
+        )
 
     feats, labels, knn = load("test")
     cost = spec.cost(
@@ -162,24 +208,24 @@ def run_one(args, work: Path) -> dict:
     for name in HEAVY_IMPORTS.get(spec.conda_env, ()):
         importlib.import_module(name)
 
-    def context(f, lab):
+    def context(f, lab, graph, train=False, split="test"):
         return Context(
             seed=args.seed,
             threads=args.threads,
-            device="cpu",
+            device=args.device,
             knn_backend=backend,
             n_true_clusters=len(np.unique(lab)),
-            extra=extra(f, cfg["k"]),
+            extra=extra(f, cfg["k"], graph, train=train, split=split),
         )
 
     model = None
     if spec.supervised:
         tf, tl, tk = load("train")
-        ctx = context(tf, tl)
+        ctx = context(tf, tl, tk, train=True, split="train")
         t0 = time.perf_counter()
         model = family.train(tf, tl, tk, context=ctx, **cfg["train"])
         out["train_seconds"] = time.perf_counter() - t0
-    ctx = context(feats, labels)
+    ctx = context(feats, labels, knn)
     t0 = time.perf_counter()
     pred = family.cluster(feats, knn, context=ctx, model=model, **cfg["params"])
     out["seconds"] = time.perf_counter() - t0
@@ -230,6 +276,8 @@ def main(argv=None):
                 str(args.threads),
                 "--seed",
                 str(args.seed),
+                "--device",
+                args.device,
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
