@@ -97,3 +97,30 @@ def test_partition_rejects_bad_input(tmp_path):
     with pytest.raises(InputError, match="full.bin.*NaN"):
         partition_files(tmp_path / "full.bin", tmp_path / "full.meta", split, labs, dim=8)
     assert not (tmp_path / "p9.bin").exists()
+
+
+def test_low_quality_images_crowd_in_a_shared_region():
+    import dataclasses
+
+    from facecluster.data import synthetic
+
+    spec = SyntheticSpec(scale=0.002, seed=3, low_quality=0.3, quality_a=0.5, quality_b=0.5)
+    f, lab = generate(spec)
+    # the region's centre direction, from the generator's fourth seed stream
+    root = np.random.SeedSequence(spec.seed)
+    root.spawn(3)
+    centre = synthetic._low_quality_region(spec, np.random.default_rng(root.spawn(1)[0]))[:, 0]
+    proj = f @ centre
+    # clean images are nearly orthogonal to it; a long tail of images leans towards it,
+    # whatever their identity
+    assert np.mean(np.abs(proj) < 0.2) > 0.6
+    heavy = proj > 0.5
+    assert 0.03 < heavy.mean() < 0.2
+    assert np.unique(lab[heavy]).size > 0.5 * np.unique(lab).size
+    # deterministic, and without low-quality images the low-quality fields change nothing
+    np.testing.assert_array_equal(f, generate(spec)[0])
+    off = dataclasses.replace(spec, low_quality=0.0)
+    other = dataclasses.replace(off, low_quality_pull=0.1, quality_a=9.0, low_quality_rank=2)
+    np.testing.assert_array_equal(generate(off)[0], generate(other)[0])
+    # the identities, image counts and labels do not depend on the low-quality images
+    np.testing.assert_array_equal(lab, generate(off)[1])

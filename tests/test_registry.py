@@ -27,11 +27,13 @@ HEAVY = ("torch", "faiss", "infomap", "sklearn")
 #: short training for the contract (the families' defaults train for hours)
 FAST_TRAIN = {
     "gcnv": {"hidden": 16, "epochs": 60},
+    "gcne": {"hidden": 16, "epochs": 5, "gcn_k": 10},
     "cdp_mediator": {"epochs": 200, "lr": 0.05, "batch_size": 64},
 }
 #: parameters for the small contract problem where a family's defaults suit MS1M only
 CONTRACT_PARAMS = {
     "gcnv": {"tau_0": 0.5, "tau": 0.5},
+    "gcne": {"tau": 0.5, "gcn_k": 10},
     "cdp": {"th": 0.5},
     "cdp_vote": {"th": 0.5},
     "cdp_mediator": {"th": 0.5},
@@ -106,9 +108,21 @@ def test_estimates_are_finite_and_grow_with_n(family):
 
 
 def _base_config(family: str, params: dict) -> dict:
+    spec = get_spec(family)
+    method = {"family": family, "k": 5, "params": params}
+    if "upstream" in spec.needs:
+        method["upstream"] = "up"
+    # every proposal set a family's defaults name
+    sets = {
+        v["default"]
+        for block in (spec.params, spec.train_params)
+        for name, v in block.items()
+        if name.endswith("proposals") and "default" in v
+    }
     return {
         "datasets": {"d": {"source": "synthetic", "methods": ["m"], "committee": ["a"]}},
-        "methods": {"m": {"family": family, "k": 5, "params": params}},
+        "methods": {"m": method, "up": {"family": "gcnv", "k": 5}},
+        "proposals": {s: {"iter0": [{"th": 0.5}]} for s in sets},
     }
 
 

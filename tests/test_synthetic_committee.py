@@ -68,6 +68,24 @@ def test_no_member_noise_gives_the_base(base):
     np.testing.assert_allclose(feats, base[0], atol=1e-6)
 
 
+def test_members_see_the_same_low_quality_images():
+    spec = dataclasses.replace(SPEC, low_quality=0.3, quality_a=0.5, quality_b=0.5)
+    base_feats, _ = generate(spec)
+    quiet = dataclasses.replace(spec, member_identity_noise=0.0, member_image_noise=0.0)
+    np.testing.assert_allclose(generate_member(quiet, 0)[0], base_feats, atol=1e-6)
+    # with the default member noise, an image's degradation is shared with the base: its
+    # offset from its clean version points the same way in both
+    clean, _ = generate(dataclasses.replace(spec, low_quality=0.0))
+    member, _ = generate_member(spec, 1)
+    member_clean, _ = generate_member(dataclasses.replace(spec, low_quality=0.0), 1)
+    moved = np.linalg.norm(base_feats - clean, axis=1) > 0.3
+    assert moved.mean() > 0.05
+    cos = np.einsum("nd,nd->n", (base_feats - clean)[moved], (member - member_clean)[moved])
+    cos /= np.linalg.norm((base_feats - clean)[moved], axis=1)
+    cos /= np.linalg.norm((member - member_clean)[moved], axis=1)
+    assert np.median(cos) > 0.7
+
+
 def test_base_output_unchanged_by_member_fields(base):
     # the member fields do not enter the base features
     spec = dataclasses.replace(SPEC, member_identity_noise=0.9, member_image_noise=0.1)

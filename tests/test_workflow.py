@@ -48,7 +48,9 @@ def test_end_to_end_outputs(runs):
     for title in ("Pairwise F", "BCubed F", "NMI"):
         assert title in md
     table = pd.read_csv(out / "tables" / "synth.tsv", sep="\t", index_col="method")
-    assert list(table.index) == ["gcnv", "gcnv_tau", "cdp", "cdp_vote", "infomap", "spectral"]
+    assert list(table.index) == [
+        "gcnv", "gcnv_tau", "gcnd_2", "cdp", "cdp_vote", "infomap", "spectral"
+    ]  # fmt: skip
     assert {"pairwise_f_part1", "bcubed_f_part3", "nmi_part1"} <= set(table.columns)
     # spectral is beyond its limit (mem_mb: 1): "—" and the reason, the rest is complete
     assert table.drop(index="spectral").notna().all().all()
@@ -62,14 +64,15 @@ def test_end_to_end_outputs(runs):
     labels = (out / "synth" / "part3" / "gcnv.labels").read_text().split()
     assert len(labels) == row["n_items"]
     # every rule wrote its log and benchmark
-    for rule in ("synthesize", "partition", "knn", "train", "cluster", "evaluate", "table"):
+    rules = ("synthesize", "partition", "knn", "proposals", "train", "cluster", "evaluate", "table")
+    for rule in rules:
         assert any((out / "logs" / rule).rglob("*.log")), rule
         assert any((out / "benchmarks" / rule).rglob("*.tsv")), rule
 
 
 def test_same_config_gives_identical_labels(runs):
     a, b = (sorted((d / "results" / "synth").rglob("*.labels")) for d in runs)
-    assert len(a) == 12
+    assert len(a) == 14
     for x, y in zip(a, b, strict=True):
         assert x.read_bytes() == y.read_bytes(), x
 
@@ -81,9 +84,12 @@ def test_one_knn_per_split_and_one_model_per_training(runs):
         assert sorted(p.name for p in (res / split / "knn").iterdir()) == ["flat_k50.npz"]
         members = sorted(p.parent.parent.name for p in (res / split / "committee").rglob("*.npz"))
         assert members == ["m1", "m2"]
-    # gcnv and gcnv_tau differ only in tau: one model
-    models = list((res / "models").iterdir())
-    assert len(models) == 1 and models[0].name.startswith("gcnv_")
+    # gcnv and gcnv_tau differ only in tau: one model; and GCN-D's
+    models = sorted(p.name for p in (res / "models").iterdir())
+    assert len(models) == 2 and models[0].startswith("gcnd_") and models[1].startswith("gcnv_")
+    # proposals: the test set on each test split, the training set on the train split
+    assert sorted(p.name for p in (res / "part1" / "proposals").iterdir()) == ["tiny_test.npz"]
+    assert sorted(p.name for p in (res / "part0" / "proposals").iterdir()) == ["tiny_train.npz"]
     a = (res / "part1" / "gcnv.labels").read_text()
     b = (res / "part1" / "gcnv_tau.labels").read_text()
     assert a != b  # ... clustered at two taus
@@ -113,14 +119,18 @@ def test_every_published_ms1m_id_resolves_with_ms1m_settings(tmp_path):
     else:
         ids = sorted(config["datasets"]["ms1m"]["methods"])
     assert {"cw", "aro", "minibatch_kmeans", "knn_dbscan", "fast_hac", "dask_spectral"} <= set(ids)
-    assert {"cdp", "gcnv", "infomap"} <= set(ids)
+    assert {"cdp", "gcnv", "infomap", "density_peaks", "gcnd_2", "gcnds_20"} <= set(ids)
     targets = [f"results/ms1m/part1/{m}.tsv" for m in ids]
     proc = snakemake("-n", "-p", *targets, cwd=tmp_path)
     for m in ids:
         assert f"results/ms1m/part1/{m}.tsv" in proc.stdout, m
-    # one exact kNN of part1 at the largest k that MS1M's methods need (80)
+    # one kNN of part1 per backend at the largest k that MS1M's methods need (80): exact,
+    # and hnsw for GCN-D's published proposal sets
     knn_jobs = re.findall(r"results/ms1m/part1/knn/(\w+)\.npz", proc.stdout)
-    assert set(knn_jobs) == {"flat_k80"}, knn_jobs
+    assert set(knn_jobs) == {"flat_k80", "hnsw_k80"}, knn_jobs
+    for name in ("ms1m_2", "ms1m_5", "ms1m_8", "ms1m_20"):
+        assert f"results/ms1m/part1/proposals/{name}.npz" in proc.stdout, name
+    assert "results/ms1m/part0/proposals/ms1m_train_84.npz" in proc.stdout
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
@@ -336,3 +346,27 @@ def test_gpu_profile_serialises_gpu_jobs(tmp_path):
             running.discard(done.group(1))
     # one train (gcnv and gcnv_tau share the model) + 2 x 2 cluster jobs
     assert len(gpu_jobs) == 5 and most == 1
+
+
+def test_released_weights_replace_training(tmp_path):
+    """A variant with `pretrained` clusters with the imported weights: no train job."""
+    cfg = tmp_path / "pre.yaml"
+    weights = tmp_path / "pretrained_gcn_v_ms1m.pth"
+    weights.write_bytes(b"")
+    cfg.write_text(
+        "methods:\n  gcnv:\n    family: gcnv\n    k: 80\n"
+        f"    per_dataset: {{synth: {{pretrained: {{model: {weights}}}}}}}\n"
+    )
+    proc = snakemake("--configfile", str(cfg), "-n", "results/synth/part1/gcnv.tsv", cwd=tmp_path)
+    jobs = set(re.findall(r"^rule (\w+):", proc.stdout, flags=re.M))
+    assert "import_model" in jobs and "train" not in jobs
+    assert re.search(r"results/synth/pretrained/gcnv_pretrained_\w+\.pt", proc.stdout)
+
+
+def test_upstream_inference_feeds_gcne(tmp_path):
+    """GCN-V+E reads GCN-V's inference on the train split (training) and the test split."""
+    proc = snakemake("-n", "results/synth/part1/gcnve.tsv", cwd=tmp_path)
+    infer = set(re.findall(r"results/synth/(part\d)/infer/gcnv_\w+\.npz", proc.stdout))
+    assert infer == {"part0", "part1"}
+    jobs = re.findall(r"^rule (\w+):", proc.stdout, flags=re.M)
+    assert jobs.count("train") == 2  # GCN-V's and GCN-E's

@@ -12,7 +12,18 @@ The model, per identity:
   ``mode_rank`` shared by all identities (pose and age move every face along the same
   directions); ``mode_rank = 0`` draws them isotropically instead;
 * an identity-specific spread (log-normal around ``spread``) of its images around their mode;
-* a fraction ``label_noise`` of images whose label is replaced by another identity.
+* a fraction ``label_noise`` of images whose label is replaced by another identity;
+* a fraction ``low_quality`` of low-quality images (blur, occlusion, extreme pose), each with
+  a quality ``q ~ Beta(quality_a, quality_b)`` (1 = clean): its noise is multiplied by
+  ``1 + low_quality_noise * (1 - q)`` and the (normalised) image is pulled towards a
+  low-quality region, ``(1 - w) * x + w * p`` with ``w = low_quality_pull * (1 - q)``. The
+  region is one fixed direction plus a subspace of rank ``low_quality_rank`` around it
+  (spread ``low_quality_spread``), the same for every identity and every split; each image
+  has its own point ``p`` in it. Real embeddings do this: a network that cannot see a face
+  well maps it near the other unrecognisable faces, whoever they are. Such images have many
+  close neighbours of other identities: a high density but a low ``s_nbr`` (GCN-V's
+  target), and the shared direction a GCN can learn carries over from the train split to
+  the test splits.
 
 Images are ``normalize(mode + spread * e / sqrt(D))`` with ``e`` standard normal, so the
 cosine between two images of one mode is about ``1 / (1 + spread**2)``.
@@ -26,13 +37,18 @@ separable and a GCN would memorise them instead of learning something that trans
 ``scale = 1.0`` gives MS1M's size: 10 parts of 8,573 identities (about 5.8M images).
 Generation streams over blocks of identities, so memory stays bounded at any scale.
 
+The low-quality draws (which images, their quality, their point in the region) come from a
+child stream of each block's seed and the region from a fourth child of the root seed, so
+``low_quality = 0`` gives exactly the data of the generator without them.
+
 Committee members (CDP's committee: the same images seen through differently perturbed
 embedding models) come from :func:`generate_member_blocks`. Member ``m`` re-uses every draw
 of the base (identities, image counts, sub-mode choices, spreads, labels) and mixes each
 Gaussian latent of the base with an independent one of its own,
 ``sqrt(1 - t**2) * base + t * own``: the identity latents (centre and sub-mode offsets) with
 ``t = member_identity_noise`` (the model places identities a little differently) and the
-image noise with ``t = member_image_noise`` (the model's own errors on each image). The mix
+image noise and the image's point in the low-quality region with ``t = member_image_noise``
+(the model's own errors on each image); an image's quality is the base's. The mix
 keeps every latent's distribution, so a member is statistically as good a clustering input
 as the base, while its errors are only partly shared with the base and the other members.
 Member streams are seeded from ``(seed, member)``: each member is deterministic and
@@ -77,6 +93,20 @@ class SyntheticSpec:
     spread: float = 0.65
     spread_sigma: float = 0.15
     label_noise: float = 0.03
+    #: fraction of images of low quality (blur, occlusion, extreme pose): 0 disables it (the
+    #: embedded default ``synth`` sets 0.1)
+    low_quality: float = 0.0
+    #: a low-quality image's quality q ~ Beta(quality_a, quality_b) in (0, 1) (1 = clean)
+    quality_a: float = 0.5
+    quality_b: float = 0.5
+    #: weight of the shared low-quality region in an image of quality q: pull * (1 - q)
+    low_quality_pull: float = 0.9
+    #: rank and spread of the low-quality region (a fixed point and a low-rank subspace
+    #: around it, shared by every identity and every split)
+    low_quality_rank: int = 4
+    low_quality_spread: float = 0.5
+    #: a low-quality image's noise is multiplied by 1 + low_quality_noise * (1 - q)
+    low_quality_noise: float = 1.0
     seed: int = 0
     member_identity_noise: float = 0.3
     member_image_noise: float = 0.3
@@ -108,6 +138,43 @@ def _centres_from(
 ) -> np.ndarray:
     c = z @ basis.T + spec.isotropic * iso
     return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def _low_quality_region(spec: SyntheticSpec, rng: np.random.Generator) -> np.ndarray:
+    """The shared low-quality region: (D, 1 + low_quality_rank) orthonormal columns, the
+    region's centre direction first, then the directions it spreads along."""
+    q, _ = np.linalg.qr(rng.standard_normal((spec.dim, 1 + spec.low_quality_rank)))
+    return q
+
+
+def _quality_draws(
+    spec: SyntheticSpec, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: quality float64 (n,) (1 for the clean majority, Beta(quality_a,
+    quality_b) for a fraction ``low_quality``) and a standard normal position (n,
+    low_quality_rank) in the low-quality region."""
+    quality = np.ones(n)
+    low = rng.random(n) < spec.low_quality
+    quality[low] = rng.beta(spec.quality_a, spec.quality_b, size=int(low.sum()))
+    return quality, rng.standard_normal((n, spec.low_quality_rank))
+
+
+def _degrade(
+    x: np.ndarray, quality: np.ndarray, z: np.ndarray, region: np.ndarray, spec: SyntheticSpec
+) -> np.ndarray:
+    """Pull images (n, D) towards the low-quality region by ``pull * (1 - quality)``.
+
+    ``x`` is normalised first; the image's point in the region is ``normalize(region[:, 0]
+    + low_quality_spread * z @ region[:, 1:].T / sqrt(rank))``; the result is
+    ``(1 - w) * x + w * point`` (normalised later by the caller).
+    """
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    point = region[:, 0] + (spec.low_quality_spread / np.sqrt(max(1, spec.low_quality_rank))) * (
+        z @ region[:, 1:].T
+    )
+    point /= np.linalg.norm(point, axis=1, keepdims=True)
+    w = (spec.low_quality_pull * (1.0 - quality))[:, None]
+    return (1.0 - w) * x + w * point
 
 
 def _mix(base: np.ndarray, own: np.ndarray, t: float) -> np.ndarray:
@@ -159,6 +226,11 @@ def _blocks(spec: SyntheticSpec, member: int | None) -> Iterator[tuple[np.ndarra
     block_identities = BLOCK_IDENTITIES
     root = np.random.SeedSequence(spec.seed)
     meta_rng, noise_seq, mode_seq = (np.random.default_rng(s) for s in root.spawn(3))
+    region = None
+    if spec.low_quality > 0:
+        # a fourth child stream: the three above (and so the data without low-quality
+        # images) stay as they were
+        region = _low_quality_region(spec, np.random.default_rng(root.spawn(1)[0]))
     n_ids = n_identities(spec)
     counts = _image_counts(spec, n_ids, meta_rng)
     basis, z, iso = _centre_latents(spec, n_ids, meta_rng)
@@ -187,6 +259,17 @@ def _blocks(spec: SyntheticSpec, member: int | None) -> Iterator[tuple[np.ndarra
         ids = np.arange(start, min(n_ids, start + block_identities))
         n_modes = 1 + rng.poisson(spec.extra_modes, size=ids.size)
         spreads = spec.spread * rng.lognormal(0.0, spec.spread_sigma, size=ids.size)
+        if region is not None:
+            # per-image quality from a child stream of the block's seed, so the base's other
+            # draws are undisturbed and every member sees the same images' qualities
+            quality, z = _quality_draws(
+                spec, int(counts[ids].sum()), np.random.default_rng(block_seeds[b].spawn(1)[0])
+            )
+            if own is not None:  # the member's own placement inside the region
+                own_z = np.random.default_rng(member_seeds[b].spawn(1)[0])
+                z = _mix(z, own_z.standard_normal(z.shape), t_img)
+            noise_scale = 1.0 + spec.low_quality_noise * (1.0 - quality)
+        first = 0
         label_blocks, feat_blocks = [], []
         for j, ident in enumerate(ids):
             m = n_modes[j]
@@ -208,7 +291,13 @@ def _blocks(spec: SyntheticSpec, member: int | None) -> Iterator[tuple[np.ndarra
             noise = rng.standard_normal((counts[ident], d)) / np.sqrt(d)
             if own is not None:
                 noise = _mix(noise, own.standard_normal((counts[ident], d)) / np.sqrt(d), t_img)
-            x = modes[which] + spreads[j] * noise
+            if region is None:
+                x = modes[which] + spreads[j] * noise
+            else:
+                sl = slice(first, first + counts[ident])
+                x = modes[which] + spreads[j] * noise_scale[sl, None] * noise
+                x = _degrade(x, quality[sl], z[sl], region, spec)
+            first += counts[ident]
             feat_blocks.append(x)
             label_blocks.append(np.full(counts[ident], ident, dtype=np.int64))
         feats = np.concatenate(feat_blocks).astype(np.float32)
