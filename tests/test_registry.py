@@ -28,12 +28,14 @@ HEAVY = ("torch", "faiss", "infomap", "sklearn")
 FAST_TRAIN = {
     "gcnv": {"hidden": 16, "epochs": 60},
     "gcne": {"hidden": 16, "epochs": 5, "gcn_k": 10},
+    "lgcn": {"epochs": 20, "milestones": [1.0]},
     "cdp_mediator": {"epochs": 200, "lr": 0.05, "batch_size": 64},
 }
 #: parameters for the small contract problem where a family's defaults suit MS1M only
 CONTRACT_PARAMS = {
     "gcnv": {"tau_0": 0.5, "tau": 0.5},
     "gcne": {"tau": 0.5, "gcn_k": 10},
+    "lgcn": {"max_sz": 15},
     "cdp": {"th": 0.5},
     "cdp_vote": {"th": 0.5},
     "cdp_mediator": {"th": 0.5},

@@ -262,12 +262,12 @@ def _blocks(spec: SyntheticSpec, member: int | None) -> Iterator[tuple[np.ndarra
         if region is not None:
             # per-image quality from a child stream of the block's seed, so the base's other
             # draws are undisturbed and every member sees the same images' qualities
-            quality, z = _quality_draws(
+            quality, place = _quality_draws(
                 spec, int(counts[ids].sum()), np.random.default_rng(block_seeds[b].spawn(1)[0])
             )
             if own is not None:  # the member's own placement inside the region
-                own_z = np.random.default_rng(member_seeds[b].spawn(1)[0])
-                z = _mix(z, own_z.standard_normal(z.shape), t_img)
+                own_place = np.random.default_rng(member_seeds[b].spawn(1)[0])
+                place = _mix(place, own_place.standard_normal(place.shape), t_img)
             noise_scale = 1.0 + spec.low_quality_noise * (1.0 - quality)
         first = 0
         label_blocks, feat_blocks = [], []
@@ -296,7 +296,7 @@ def _blocks(spec: SyntheticSpec, member: int | None) -> Iterator[tuple[np.ndarra
             else:
                 sl = slice(first, first + counts[ident])
                 x = modes[which] + spreads[j] * noise_scale[sl, None] * noise
-                x = _degrade(x, quality[sl], z[sl], region, spec)
+                x = _degrade(x, quality[sl], place[sl], region, spec)
             first += counts[ident]
             feat_blocks.append(x)
             label_blocks.append(np.full(counts[ident], ident, dtype=np.int64))

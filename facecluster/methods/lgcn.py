@@ -165,7 +165,8 @@ SPEC = FamilySpec(
             "type": "integer",
             "minimum": 1,
             "default": 16,
-            "description": "Pivots per inference batch (results do not depend on it).",
+            "description": "Pivots per inference batch (scores depend on it only through "
+            "floating-point rounding; larger is faster on a CPU).",
         },
     },
     train_params={

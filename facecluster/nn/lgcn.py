@@ -470,7 +470,8 @@ def predict_edges(
 
     Pivots are taken ``chunk`` at a time; within a chunk they are ordered by subgraph size
     before batching, so a batch pads little (evaluation mode: a pivot's scores do not depend
-    on its batch). ``max_pivots`` > 0 scores only the first that many pivots (timing runs).
+    on its batch beyond floating-point rounding). ``max_pivots`` > 0 scores only the first
+    that many pivots (timing runs).
 
     Returns
     -------
