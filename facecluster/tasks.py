@@ -412,7 +412,13 @@ def import_model(paths: dict, out_model: str, *, method: str, method_cfg: dict) 
     for role, path in paths.items():
         if not os.path.isfile(path):
             raise InputError(f"{path}: released weights of {method} ({role}) not found")
-    model = family.load_pretrained(dict(paths))
+    try:
+        model = family.load_pretrained(dict(paths))
+    except KeyError as exc:  # a role the family needs is not among the paths
+        raise InputError(
+            f"{method}.pretrained: family {method_cfg['family']!r} needs a checkpoint for role "
+            f"{exc}; given: {', '.join(sorted(paths))}"
+        ) from None
     model["family"] = method_cfg["family"]
     model["pretrained"] = json.dumps(dict(paths), sort_keys=True)
     save_model(model, out_model)

@@ -250,3 +250,16 @@ def test_import_model_names_a_missing_checkpoint(tmp_path):
         tasks.import_model({"model": str(tmp_path / "nope.pth")}, str(tmp_path / "m.pt"),
                            method="gcnv", method_cfg=cfg)  # fmt: skip
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_import_model_names_a_missing_role(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    cfg = {"family": "gcnv", "k": 5, "knn_backend": "flat", "params": {}, "train": {}}
+    with pytest.raises(InputError, match=r"gcnv.*'model'"):
+        tasks.import_model({"det": str(weights)}, str(tmp_path / "m.pt"),
+                           method="gcnv", method_cfg=cfg)  # fmt: skip
+    cfg["family"] = "gcnds"
+    with pytest.raises(InputError, match=r"expected det, iop, seg"):
+        tasks.import_model({"det": str(weights)}, str(tmp_path / "m.pt"),
+                           method="gcnds_2", method_cfg=cfg)  # fmt: skip
