@@ -11,7 +11,7 @@ rule cluster:
     conda:
         # each method family names its env (CDP needs no torch)
         lambda wc: f"../envs/{spec_of(wc.method).conda_env}.yaml"
-    threads: lambda wc: method_threads(wc.method)
+    threads: lambda wc: method_threads(wc.method, wc.dataset, wc.split)
     resources:
         mem_mb=lambda wc, threads, attempt: method_resources(
             wc.dataset, wc.split, wc.method, threads, attempt, train=False

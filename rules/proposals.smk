@@ -11,7 +11,7 @@ rule proposals:
         "results/benchmarks/proposals/{dataset}/{split}/{proposal_set}.tsv"
     conda:
         "../envs/faiss.yaml"
-    threads: 4
+    threads: lambda wc: proposals_threads(wc.dataset, wc.split)
     resources:
         mem_mb=lambda wc, attempt: proposals_resources(
             wc.dataset, wc.split, wc.proposal_set, attempt

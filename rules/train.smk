@@ -11,7 +11,7 @@ rule train:
         "results/benchmarks/train/{dataset}/{model}.tsv"
     conda:
         lambda wc: f"../envs/{spec_of(model_method(wc.dataset, wc.model)).conda_env}.yaml"
-    threads: lambda wc: method_threads(model_method(wc.dataset, wc.model))
+    threads: lambda wc: model_threads(wc.dataset, wc.model, train_split(wc.dataset))
     resources:
         mem_mb=lambda wc, threads, attempt: method_resources(
             wc.dataset,
@@ -82,7 +82,7 @@ rule infer:
         "results/benchmarks/infer/{dataset}/{split}/{model}.tsv"
     conda:
         lambda wc: f"../envs/{spec_of(model_method(wc.dataset, wc.model)).conda_env}.yaml"
-    threads: lambda wc: method_threads(model_method(wc.dataset, wc.model))
+    threads: lambda wc: model_threads(wc.dataset, wc.model, wc.split)
     resources:
         mem_mb=lambda wc, threads, attempt: method_resources(
             wc.dataset,
