@@ -10,6 +10,7 @@ rule knn:
         "results/logs/knn/{dataset}/{split}/{backend}_k{k}.log",
     benchmark:
         "results/benchmarks/knn/{dataset}/{split}/{backend}_k{k}.tsv"
+    priority: 20
     conda:
         "../envs/faiss.yaml"
     threads: 16

@@ -9,6 +9,7 @@ rule proposals:
         "results/logs/proposals/{dataset}/{split}/{proposal_set}.log",
     benchmark:
         "results/benchmarks/proposals/{dataset}/{split}/{proposal_set}.tsv"
+    priority: 30
     conda:
         "../envs/faiss.yaml"
     threads: lambda wc: proposals_threads(wc.dataset, wc.split)

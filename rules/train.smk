@@ -9,6 +9,8 @@ rule train:
         "results/logs/train/{dataset}/{model}.log",
     benchmark:
         "results/benchmarks/train/{dataset}/{model}.tsv"
+    # trainings start the longest chains (train -> infer -> train -> cluster): first
+    priority: 50
     conda:
         lambda wc: f"../envs/{spec_of(model_method(wc.dataset, wc.model)).conda_env}.yaml"
     threads: lambda wc: model_threads(wc.dataset, wc.model, train_split(wc.dataset))
@@ -80,6 +82,7 @@ rule infer:
         "results/logs/infer/{dataset}/{split}/{model}.log",
     benchmark:
         "results/benchmarks/infer/{dataset}/{split}/{model}.tsv"
+    priority: 40
     conda:
         lambda wc: f"../envs/{spec_of(model_method(wc.dataset, wc.model)).conda_env}.yaml"
     threads: lambda wc: model_threads(wc.dataset, wc.model, wc.split)
