@@ -344,8 +344,9 @@ def test_gpu_profile_serialises_gpu_jobs(tmp_path):
         done = re.search(r"Finished jobid: (\d+)", block)
         if done:
             running.discard(done.group(1))
-    # one train (gcnv and gcnv_tau share the model) + 2 x 2 cluster jobs
-    assert len(gpu_jobs) == 5 and most == 1
+    # GCN-V: one train (gcnv and gcnv_tau share the model) + 2 x 2 cluster jobs; GCN-D: one
+    # train + 2 cluster jobs
+    assert len(gpu_jobs) == 8 and most == 1
 
 
 def test_released_weights_replace_training(tmp_path):
