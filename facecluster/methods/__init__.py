@@ -61,6 +61,7 @@ FAMILIES: dict[str, str] = {
     "lgcn": "facecluster.methods.lgcn",
     "meanshift": "facecluster.methods.meanshift",
     "spectral": "facecluster.methods.spectral",
+    "starfc": "facecluster.methods.starfc",
 }
 
 #: the kinds of extra input a family may declare in ``FamilySpec.needs``; the workflow
