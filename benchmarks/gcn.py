@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import methods as _methods  # noqa: E402  (benchmarks/methods.py)
 
-LEARNED = ["gcnv", "gcnve", "gcnd_2", "gcnds_2", "lgcn"]
+LEARNED = ["gcnv", "gcnve", "gcnd_2", "gcnds_2", "lgcn", "starfc"]
 
 
 def parse_args(argv=None):
@@ -105,7 +105,8 @@ def run_phase(args, work: Path) -> dict:
         model = family.train(feats, labels, knn, context=ctx, **cfg["train"])
         out["seconds"] = time.perf_counter() - t0
         torch.save(model, model_path)
-        epochs = _epochs(cfg["train"])
+        # a training that stops on its loss records the epochs it ran (STAR-FC)
+        epochs = model.get("epochs_run", _epochs(cfg["train"]))
         if epochs:
             out["per_epoch"] = out["seconds"] / epochs
             out["epochs"] = epochs
@@ -149,7 +150,7 @@ def main(argv=None):
                     break
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 per = f"{r['per_epoch']:.3f}" if "per_epoch" in r else ""
-                epochs = str(r.get("epochs", ""))
+                epochs = f"{r['epochs']:.3g}" if "epochs" in r else ""
                 cuda = f"{r['cuda_peak_mb']:.0f}" if "cuda_peak_mb" in r else ""
                 f = f"{100 * r['pairwise_f']:.2f}" if "pairwise_f" in r else ""
                 print(

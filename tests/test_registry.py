@@ -30,6 +30,7 @@ FAST_TRAIN = {
     "gcne": {"hidden": 16, "epochs": 5, "gcn_k": 10},
     "lgcn": {"epochs": 20, "milestones": [1.0]},
     "cdp_mediator": {"epochs": 200, "lr": 0.05, "batch_size": 64},
+    "starfc": {"hidden": 16, "min_nodes": 10, "edge_chunks": 4, "epochs": 10, "lr": 0.05},
 }
 #: parameters for the small contract problem where a family's defaults suit MS1M only
 CONTRACT_PARAMS = {

@@ -119,7 +119,7 @@ def test_every_published_ms1m_id_resolves_with_ms1m_settings(tmp_path):
     else:
         ids = sorted(config["datasets"]["ms1m"]["methods"])
     assert {"cw", "aro", "minibatch_kmeans", "knn_dbscan", "fast_hac", "dask_spectral"} <= set(ids)
-    assert {"cdp", "gcnv", "infomap", "gcnve", "lgcn", "gcnd_2", "gcnds_20"} <= set(ids)
+    assert {"cdp", "gcnv", "infomap", "gcnve", "lgcn", "gcnd_2", "gcnds_20", "starfc"} <= set(ids)
     targets = [f"results/ms1m/part1/{m}.tsv" for m in ids]
     proc = snakemake("-n", "-p", *targets, cwd=tmp_path)
     for m in ids:

@@ -157,7 +157,7 @@ def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> C
             + 4 * 3 * (2 * dim * h + 2 * h * h)
         )
         return Cost(float(memory), float(seconds))
-    h = 512  # the released model; a trained one may be smaller
+    h = int(train_params.get("hidden", 512))  # the variant's model (the released: 512)
     pairs = n * max(k - 1, 0)
     memory = n * (4 * 2 * dim + 4 * 2 * h + 8 * k + 32 * 2 * k) + 40 * pairs
     flops = 2.0 * n * 2 * k * dim + 2.0 * n * (2 * dim * h + 2 * h * h) + 6.0 * h * pairs
