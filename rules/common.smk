@@ -418,6 +418,10 @@ def knn_resources(dataset, split, k, backend, threads, attempt):
 
 
 def method_cost(dataset, split, method, threads, train):
+    """A job's estimate. A training job of a GPU family gets a GPU (`gpu: 1`), so its
+    runtime request is at a GPU's rate (at the CPU's, GCN-V's 80,000 MS1M iterations ask
+    for months, which no SLURM partition accepts); a cluster job's, capped by its limits,
+    stays at the CPU's, the rate its refusal is judged by on any machine."""
     m = mcfg(dataset, method)
     return spec_of(method).cost(
         n_images(dataset, split),
@@ -427,6 +431,7 @@ def method_cost(dataset, split, method, threads, train):
         train_params=m["train"],
         train=train,
         threads=threads,
+        gpu=train,
     )
 
 

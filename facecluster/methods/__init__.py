@@ -108,7 +108,8 @@ class FamilySpec:
     train_params : the same for the ``train`` block (supervised families).
     required : names of ``params`` a variant must set.
     needs : extra inputs, kinds of :data:`NEEDS`.
-    estimate : ``estimate(n, dim, k, *, params, train_params, train, threads) -> Cost`` on
+    estimate : ``estimate(n, dim, k, *, params, train_params, train, threads[, gpu]) -> Cost``
+        (``gpu`` for GPU families: the time at a GPU's rate) on
         ``n`` items of dimension ``dim`` with ``k`` neighbours, with the variant's complete
         (defaults filled) ``params``/``train_params``; for the rules' ``mem_mb``/``runtime``
         and for refusing a job beyond the configured limits before it starts.
@@ -152,10 +153,12 @@ class FamilySpec:
         train: bool,
         threads: int,
         n_true_clusters: int | None = None,
+        gpu: bool = False,
     ) -> Cost:
         """:attr:`estimate` with ``params``/``train_params`` completed by their defaults;
         ``n_clusters: "true"`` becomes ``n_true_clusters`` when that is known (a job that
-        has read its labels), so the estimate sees the real number of clusters."""
+        has read its labels), so the estimate sees the real number of clusters. ``gpu``
+        (GPU families only) estimates the time at a GPU's rate."""
         params = _with_defaults(params, self.params)
         if params.get("n_clusters") == "true" and n_true_clusters:
             params["n_clusters"] = int(n_true_clusters)
@@ -167,6 +170,7 @@ class FamilySpec:
             train_params=_with_defaults(train_params, self.train_params),
             train=bool(train),
             threads=max(1, min(int(threads), self.threads)),
+            **({"gpu": True} if gpu and self.gpu else {}),
         )
 
 

@@ -66,6 +66,8 @@ MEAN_PADDED_SIZE = 100
 #: forward of 765K entries measured 10.6 CPU-seconds, about 35 GFLOP/s per busy thread;
 #: half of it leaves room for a shared machine and the backward's extra copies
 CPU_FLOPS_PER_THREAD = 1.5e10
+#: a conservative GPU rate (as the other GCN families')
+GPU_FLOPS = 5e12
 #: numpy batch building (gather, kNN lookups by searchsorted, dense adjacency), per entry
 #: and neighbour, single-threaded: 61M lookups measured 5.3 to 6.1 CPU-seconds
 SECONDS_PER_LOOKUP = 1e-7
@@ -77,7 +79,9 @@ TRAIN_PASS_COST = 6.0
 BATCH_BYTES = 4.5e8
 
 
-def estimate(n: int, dim: int, k: int, *, params, train_params, train, threads, nets=1) -> Cost:
+def estimate(
+    n: int, dim: int, k: int, *, params, train_params, train, threads, nets=1, gpu=False
+) -> Cost:
     """Peak memory and wall time of training (``train=True``) or clustering ``n`` items.
 
     Assumptions: the proposal set has ``ENTRIES_PER_ITEM * n`` item memberships (the number
@@ -86,9 +90,9 @@ def estimate(n: int, dim: int, k: int, *, params, train_params, train, threads, 
     the split, the proposal arrays (about 24 bytes per entry with the scores and targets),
     and one padded batch (bounded by :data:`facecluster.nn.dsgcn.CELL_BUDGET`, about 450 MB
     with its temporaries). Time: per padded node the graph convolutions (dense layers and
-    the (n x n) aggregations) at ``CPU_FLOPS_PER_THREAD`` per thread (the rules give GPU
-    families a GPU, but the estimate takes the CPU rate, so a CPU-only run is covered and a
-    GPU run is bounded by the single-threaded batch building anyway), plus the numpy batch
+    the (n x n) aggregations) at ``CPU_FLOPS_PER_THREAD`` per thread (``GPU_FLOPS`` with
+    ``gpu``: a training job's request; a GPU run is bounded by the single-threaded batch
+    building anyway), plus the numpy batch
     building; training runs ``epochs`` passes of forward + backward (``TRAIN_PASS_COST``
     inference passes each) per net, ``nets`` nets.
     """
@@ -100,7 +104,7 @@ def estimate(n: int, dim: int, k: int, *, params, train_params, train, threads, 
         for a, b in zip(widths[:-1], widths[1:], strict=True)
     )
     flops = 1.25 * entries * per_node  # 1.25: padding within a size bucket
-    rate = CPU_FLOPS_PER_THREAD * threads
+    rate = GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * threads
     build = entries * k * SECONDS_PER_LOOKUP
     passes = nets * (TRAIN_PASS_COST * train_params.get("epochs", 30) if train else 1.0)
     seconds = passes * (flops / rate + build)

@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 
-def estimate(n, dim, k, *, params, train_params, train, threads) -> Cost:
+def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> Cost:
     """:func:`facecluster.methods.gcnd.estimate` for three nets: training the IoU detector,
     the IoP detector and the seg net (on at most every proposal), clustering with the two
     detectors over every proposal and the seg net over at most every proposal."""
@@ -87,6 +87,7 @@ def estimate(n, dim, k, *, params, train_params, train, threads) -> Cost:
         train=train,
         threads=threads,
         nets=3,
+        gpu=gpu,
     )
 
 
