@@ -11,7 +11,7 @@ jobs. Prints per variant and phase: wall seconds, seconds per epoch (training), 
 of the process and, on a GPU, the peak CUDA memory; and the pairwise F of the clustering.
 
 Not a test: it prints numbers.
-``python benchmarks/gcn.py [--n 100000] [--methods gcnv lgcn] [--device auto]``
+``python benchmarks/gcn.py [--n 100000] [--methods gcnv lgcn] [--device auto] [--epochs 1]``
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--device", default="auto", help="torch device: auto, cpu or cuda")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--epochs", type=int, help="override the variants' training epochs (timing runs)"
+    )
     p.add_argument("--work", help="keep the generated data here (default: a temp dir)")
     p.add_argument("--run", help=argparse.SUPPRESS)  # internal: one phase in a subprocess
     p.add_argument("--phase", choices=["train", "cluster"], help=argparse.SUPPRESS)
@@ -102,6 +105,8 @@ def run_phase(args, work: Path) -> dict:
     model_path = work / f"{args.run}.model.pt"
     t0 = time.perf_counter()
     if args.phase == "train":
+        if args.epochs:
+            cfg["train"]["epochs"] = args.epochs
         model = family.train(feats, labels, knn, context=ctx, **cfg["train"])
         out["seconds"] = time.perf_counter() - t0
         torch.save(model, model_path)
@@ -143,6 +148,7 @@ def main(argv=None):
                     sys.executable, __file__, "--run", m, "--phase", phase, "--work", str(work),
                     "--dataset", args.dataset, "--threads", str(args.threads),
                     "--device", args.device, "--seed", str(args.seed), "--k", str(args.k),
+                    *(["--epochs", str(args.epochs)] if args.epochs else []),
                 ]  # fmt: skip
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:

@@ -115,13 +115,14 @@ def node_intimacy(
         at = np.searchsorted(c_keys, keys).clip(max=c_keys.size - 1)
         found = c_keys[at] == keys
         share[lo:hi][found] = c.data[at[found]]
-    dj = deg[b.indices]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ni = np.maximum(share / deg[b_rows], np.where(dj > 0, share / dj, 0.0))
+    degf = deg.astype(np.float32)
+    ni = share / degf[b_rows]  # float32 throughout: 4 bytes per edge and temporary
+    del b_rows
+    dj = degf[b.indices]
+    np.maximum(ni, np.divide(share, dj, out=np.zeros_like(share), where=dj > 0), out=ni)
     ni[dj == 0] = 0.0  # the reference's "both degrees > 0"
     # back to the input order (duplicates get their edge's value)
-    at = np.searchsorted(b_keys, src * n + dst)
-    return ni[at].astype(np.float32)
+    return ni[np.searchsorted(b_keys, src * n + dst)]
 
 
 def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> Cost:
