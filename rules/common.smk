@@ -466,6 +466,14 @@ def model_threads(dataset, model, split):
     return method_threads(model_method(dataset, model), dataset, split)
 
 
+def knn_threads(dataset, split):
+    """Threads of a kNN job: 16, or one for a split below `single_thread_below` images
+    (seconds of faiss). On a small machine a multi-thread job waits until every core is
+    free at once; behind a stream of one-thread jobs the train split's kNN, which every
+    training waits for, started 7 of the default run's 16 minutes late."""
+    return 1 if n_images(dataset, split) < config["single_thread_below"] else 16
+
+
 def proposals_threads(dataset, split):
     """Threads of a proposals job (its super-vertex kNN is threaded)."""
     return 1 if n_images(dataset, split) < config["single_thread_below"] else 4

@@ -13,7 +13,7 @@ rule knn:
     priority: 20
     conda:
         "../envs/faiss.yaml"
-    threads: 16
+    threads: lambda wc: knn_threads(wc.dataset, wc.split)
     resources:
         mem_mb=lambda wc, threads, attempt: knn_resources(
             wc.dataset, wc.split, int(wc.k), wc.backend, threads, attempt
