@@ -33,6 +33,26 @@ def test_refusal_names_the_limit():
     assert "30.0 GB" in why and "limits.mem_mb" in why
     why = resources.refusal(cost, {"runtime": 60})
     assert "2.0 h" in why and "limits.runtime" in why
+    # fractional minutes (the synthetic default allows half a minute per cluster job)
+    assert resources.refusal(Cost(1e6, 29), {"runtime": 0.5}) is None
+    assert "30 s" in resources.refusal(Cost(1e6, 31), {"runtime": 0.5})
+
+
+def test_gpu_training_requests_use_the_gpu_rate():
+    """A GPU family's training job gets a GPU: its request is timed at a GPU's rate (at the
+    CPU's, GCN-V's 80,000 MS1M iterations asked for 168 days)."""
+    for family in ("gcnv", "starfc", "gcnd", "gcnds", "lgcn", "gcne"):
+        spec = get_spec(family)
+        cpu = spec.cost(576_494, 256, 80, params={}, train_params={}, train=True, threads=16)
+        gpu = spec.cost(
+            576_494, 256, 80, params={}, train_params={}, train=True, threads=16, gpu=True
+        )
+        assert gpu.seconds < cpu.seconds, family
+        assert gpu.memory_bytes == cpu.memory_bytes, family
+    cdp = get_spec("cdp")  # not a GPU family: the flag changes nothing
+    assert cdp.cost(
+        1000, 256, 15, params={}, train_params={}, train=False, threads=1, gpu=True
+    ) == (cdp.cost(1000, 256, 15, params={}, train_params={}, train=False, threads=1))
 
 
 def test_gcnv_training_estimate_uses_the_family_default_epochs():
