@@ -160,7 +160,8 @@ def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> C
         return Cost(float(memory), float(seconds))
     h = int(train_params.get("hidden", 512))  # the variant's model (the released: 512)
     pairs = n * max(k - 1, 0)
-    memory = n * (4 * 2 * dim + 4 * 2 * h + 8 * k + 32 * 2 * k) + 40 * pairs
+    # + four (pairs x hidden) chunk buffers of predict_edges' pair_budget (128 MB each)
+    memory = n * (4 * 2 * dim + 4 * 2 * h + 8 * k + 32 * 2 * k) + 40 * pairs + 4 * 2**27
     flops = 2.0 * n * 2 * k * dim + 2.0 * n * (2 * dim * h + 2 * h * h) + 6.0 * h * pairs
     seconds = flops / rate + 1e-6 * pairs
     return Cost(float(memory), float(seconds))

@@ -489,7 +489,7 @@ def predict_edges(
     *,
     context,
     tau1: float | None = None,
-    pair_budget: int = 1 << 27,
+    pair_budget: int = 1 << 25,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """P(same identity) of every directed kNN pair (i, j), j a neighbour of i, j != i.
 
@@ -499,7 +499,8 @@ def predict_edges(
         padding allowed).  model : the dict of :func:`train` or :func:`load_pretrained`.
     tau1 : keep only pairs scoring above it (graph parsing) while scoring, so that the
         N·(k-1) scores never exist at once; None keeps every pair.
-    pair_budget : floats of the per-chunk (pairs x hidden) buffer (512 MB by default).
+    pair_budget : floats of a per-chunk (pairs x hidden) buffer (128 MB by default; the
+        gathered u, v, their sum and its activation make four).
 
     Returns
     -------
