@@ -102,18 +102,21 @@ def check_gpu_requests(jobs):
     node's one GPU; CDP, proposals and evaluation did not ask."""
     gpu = [j for j in jobs if j.get("TresPerJob") == "gres:gpu:1"]
     names = sorted(j["Comment"] for j in gpu)
-    # gcnv and gcnv_tau share one trained model (one train job); GCN-D has its own
-    assert names[:6] == [
+    # gcnv and gcnv_tau share one trained model (one train job); GCN-D and STAR-FC have theirs
+    assert names[:8] == [
         "rule_cluster_wildcards_synth_part1_gcnd_2",
         "rule_cluster_wildcards_synth_part1_gcnv",
         "rule_cluster_wildcards_synth_part1_gcnv_tau",
+        "rule_cluster_wildcards_synth_part1_starfc",
         "rule_cluster_wildcards_synth_part3_gcnd_2",
         "rule_cluster_wildcards_synth_part3_gcnv",
         "rule_cluster_wildcards_synth_part3_gcnv_tau",
+        "rule_cluster_wildcards_synth_part3_starfc",
     ], names
-    assert len(names) == 8, names
-    assert names[6].startswith("rule_train_wildcards_synth_gcnd_"), names
-    assert names[7].startswith("rule_train_wildcards_synth_gcnv_"), names
+    assert len(names) == 11, names
+    assert names[8].startswith("rule_train_wildcards_synth_gcnd_"), names
+    assert names[9].startswith("rule_train_wildcards_synth_gcnv_"), names
+    assert names[10].startswith("rule_train_wildcards_synth_starfc_"), names
     assert not any("gpu" in j.get("TresPerJob", "") for j in jobs if j not in gpu)
     spans = sorted((j["StartTime"], j["EndTime"]) for j in gpu)
     for (_, end), (start, _) in zip(spans[:-1], spans[1:], strict=True):

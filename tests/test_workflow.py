@@ -49,7 +49,7 @@ def test_end_to_end_outputs(runs):
         assert title in md
     table = pd.read_csv(out / "tables" / "synth.tsv", sep="\t", index_col="method")
     assert list(table.index) == [
-        "gcnv", "gcnv_tau", "gcnd_2", "cdp", "cdp_vote", "infomap", "spectral"
+        "gcnv", "gcnv_tau", "gcnd_2", "starfc", "cdp", "cdp_vote", "infomap", "spectral"
     ]  # fmt: skip
     assert {"pairwise_f_part1", "bcubed_f_part3", "nmi_part1"} <= set(table.columns)
     # spectral is beyond its limit (mem_mb: 1): "—" and the reason, the rest is complete
@@ -72,7 +72,7 @@ def test_end_to_end_outputs(runs):
 
 def test_same_config_gives_identical_labels(runs):
     a, b = (sorted((d / "results" / "synth").rglob("*.labels")) for d in runs)
-    assert len(a) == 14
+    assert len(a) == 16
     for x, y in zip(a, b, strict=True):
         assert x.read_bytes() == y.read_bytes(), x
 
@@ -84,9 +84,9 @@ def test_one_knn_per_split_and_one_model_per_training(runs):
         assert sorted(p.name for p in (res / split / "knn").iterdir()) == ["flat_k50.npz"]
         members = sorted(p.parent.parent.name for p in (res / split / "committee").rglob("*.npz"))
         assert members == ["m1", "m2"]
-    # gcnv and gcnv_tau differ only in tau: one model; and GCN-D's
+    # gcnv and gcnv_tau differ only in tau: one model; and GCN-D's and STAR-FC's
     models = sorted(p.name for p in (res / "models").iterdir())
-    assert len(models) == 2 and models[0].startswith("gcnd_") and models[1].startswith("gcnv_")
+    assert [m.split("_")[0] for m in models] == ["gcnd", "gcnv", "starfc"], models
     # proposals: the test set on each test split, the training set on the train split
     assert sorted(p.name for p in (res / "part1" / "proposals").iterdir()) == ["tiny_test.npz"]
     assert sorted(p.name for p in (res / "part0" / "proposals").iterdir()) == ["tiny_train.npz"]
@@ -344,9 +344,9 @@ def test_gpu_profile_serialises_gpu_jobs(tmp_path):
         done = re.search(r"Finished jobid: (\d+)", block)
         if done:
             running.discard(done.group(1))
-    # GCN-V: one train (gcnv and gcnv_tau share the model) + 2 x 2 cluster jobs; GCN-D: one
-    # train + 2 cluster jobs
-    assert len(gpu_jobs) == 8 and most == 1
+    # GCN-V: one train (gcnv and gcnv_tau share the model) + 2 x 2 cluster jobs; GCN-D and
+    # STAR-FC: one train + 2 cluster jobs each
+    assert len(gpu_jobs) == 11 and most == 1
 
 
 def test_released_weights_replace_training(tmp_path):
