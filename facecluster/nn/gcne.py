@@ -338,10 +338,6 @@ def predict_peaks(
     return peaks, peak_sims
 
 
-def _transpose(t: torch.Tensor) -> torch.Tensor:
-    return t.t().contiguous()
-
-
 def load_pretrained(paths: dict[str, str]) -> dict:
     """learn-to-cluster's released GCN-E checkpoint as the model dict of :func:`train`.
 
@@ -351,7 +347,7 @@ def load_pretrained(paths: dict[str, str]) -> dict:
     removed. Sizes come from the checkpoint; an unknown name or a head with other than two
     classes raises :class:`InputError`.
     """
-    from .zoo import strip_prefixes
+    from .zoo import HEAD_NAMES, graphconv_names, strip_prefixes
 
     path = paths["model"]
     state = load_checkpoint(path)
@@ -361,14 +357,9 @@ def load_pretrained(paths: dict[str, str]) -> dict:
     in_dim = int(names["conv1.weight"].shape[0]) // 2
     hidden = int(names["conv1.weight"].shape[1])
     net = GCNE(in_dim, hidden)
-    mapping: dict = {}
+    mapping = {**HEAD_NAMES}
     for i in range(1, 5):
-        mapping[f"conv{i}.weight"] = (f"conv{i}.linear.weight", _transpose)
-        mapping[f"conv{i}.bias"] = f"conv{i}.linear.bias"
-    for i in (0, 2):
-        mapping[f"classifier.{i}.weight"] = f"head.{i}.weight"
-        mapping[f"classifier.{i}.bias"] = f"head.{i}.bias"
-    mapping["classifier.1.weight"] = "head.1.weight"
+        mapping.update(graphconv_names(f"conv{i}", f"conv{i}"))
     ours = remap(state, mapping, net.state_dict(), source=path)
     net.load_state_dict(ours)
     return _model_dict(net, in_dim, hidden, 0, float("nan"))

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from ..graph import symmetric_normalized_adjacency
-from ..io import InputError, Knn
+from ..io import Knn
 from ..methods.gcnv import s_nbr_confidence
 from . import GraphConv, checkpoint, resolve_device, seed_everything, to_torch_csr
-from .zoo import load_checkpoint, remap, strip_prefixes
+from .zoo import HEAD_NAMES, graphconv_names, graphconv_sizes, load_checkpoint, remap
 
 log = logging.getLogger(__name__)
 
@@ -287,23 +287,10 @@ def predict(
     return conf, hidden
 
 
-def _transposed(weight: torch.Tensor) -> torch.Tensor:
-    """The reference GraphConv's (2·in, out) weight as nn.Linear's (out, 2·in)."""
-    return weight.t().contiguous()
-
-
 #: learn-to-cluster's ``vegcn/models/gcn_v.py`` parameter names (``GCN_V``: ``conv1`` a
 #: GraphConv with ``weight`` (2·in, out) and ``bias`` (out,); ``classifier`` a
 #: Sequential(Linear, PReLU, Linear)) -> ours
-REFERENCE_NAMES = {
-    "conv1.weight": ("conv.linear.weight", _transposed),
-    "conv1.bias": "conv.linear.bias",
-    "classifier.0.weight": "head.0.weight",
-    "classifier.0.bias": "head.0.bias",
-    "classifier.1.weight": "head.1.weight",
-    "classifier.2.weight": "head.2.weight",
-    "classifier.2.bias": "head.2.bias",
-}
+REFERENCE_NAMES = {**graphconv_names("conv1", "conv"), **HEAD_NAMES}
 
 #: the affinity threshold the released model was trained and tested with (cfg ``th_sim``)
 REFERENCE_TH_SIM = 0.0
@@ -321,14 +308,7 @@ def load_pretrained(path: str) -> dict:
     The dict :func:`train` returns (``loss`` NaN: unknown), plus ``pretrained``: ``path``.
     """
     state = load_checkpoint(path)
-    conv = {strip_prefixes(k): v for k, v in state.items()}.get("conv1.weight")
-    if conv is None or conv.ndim != 2 or conv.shape[0] % 2:
-        shape = None if conv is None else tuple(conv.shape)
-        raise InputError(
-            f"{path}: a GCN-V checkpoint needs conv1.weight of shape (2*in_dim, hidden), "
-            f"found {shape}"
-        )
-    in_dim, hidden = int(conv.shape[0]) // 2, int(conv.shape[1])
+    in_dim, hidden = graphconv_sizes(state, path, "a GCN-V checkpoint")
     net = GCNV(in_dim, hidden)
     ours = remap(state, REFERENCE_NAMES, net.state_dict(), source=path)
     net.load_state_dict(ours)

@@ -55,7 +55,14 @@ from ..io import InputError, Knn
 from ..knn import build_knn
 from ..progress import Progress
 from . import GraphConv, checkpoint, resolve_device, seed_everything, to_torch_csr
-from .zoo import load_checkpoint, remap, strip_prefixes
+from .zoo import (
+    HEAD_NAMES,
+    graphconv_names,
+    graphconv_sizes,
+    load_checkpoint,
+    remap,
+    strip_prefixes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -540,23 +547,10 @@ def predict_edges(
 # --------------------------------------------------------------------------- released weights
 
 
-def _transposed(weight: torch.Tensor) -> torch.Tensor:
-    """The reference GraphConv's (2·in, out) weight as nn.Linear's (out, 2·in)."""
-    return weight.t().contiguous()
-
-
 #: ``Backbone.pth`` (``src/models/gcn.py: GCN``, ``conv1`` a learn-to-cluster GraphConv with
 #: ``weight`` (2·in, hidden) and ``bias``) and ``Head.pth`` (``HEAD``/``HEAD_test``:
 #: ``classifier`` = Linear(2·hidden, hidden), PReLU, Linear(hidden, 2)) -> ours
-REFERENCE_NAMES = {
-    "conv1.weight": ("conv.linear.weight", _transposed),
-    "conv1.bias": "conv.linear.bias",
-    "classifier.0.weight": "head.0.weight",
-    "classifier.0.bias": "head.0.bias",
-    "classifier.1.weight": "head.1.weight",
-    "classifier.2.weight": "head.2.weight",
-    "classifier.2.bias": "head.2.bias",
-}
+REFERENCE_NAMES = {**graphconv_names("conv1", "conv"), **HEAD_NAMES}
 
 
 def load_pretrained(backbone: str, head: str) -> dict:
@@ -567,14 +561,7 @@ def load_pretrained(backbone: str, head: str) -> dict:
     The released model was trained and is tested with th_sim 0 (cfg_gcn_ms1m.py).
     """
     state = load_checkpoint(backbone)
-    conv = {strip_prefixes(k): v for k, v in state.items()}.get("conv1.weight")
-    if conv is None or conv.ndim != 2 or conv.shape[0] % 2:
-        shape = None if conv is None else tuple(conv.shape)
-        raise InputError(
-            f"{backbone}: a STAR-FC backbone needs conv1.weight of shape (2*in_dim, hidden), "
-            f"found {shape}"
-        )
-    in_dim, hidden = int(conv.shape[0]) // 2, int(conv.shape[1])
+    in_dim, hidden = graphconv_sizes(state, backbone, "a STAR-FC backbone")
     head_state = load_checkpoint(head)
     overlap = {strip_prefixes(k) for k in state} & {strip_prefixes(k) for k in head_state}
     if overlap:

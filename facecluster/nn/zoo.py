@@ -14,10 +14,28 @@ import torch
 
 from ..io import InputError
 
-__all__ = ["PREFIXES", "load_checkpoint", "strip_prefixes", "remap"]
+__all__ = [
+    "PREFIXES",
+    "HEAD_NAMES",
+    "load_checkpoint",
+    "strip_prefixes",
+    "transposed",
+    "graphconv_names",
+    "graphconv_sizes",
+    "remap",
+]
 
 #: prefixes removed from reference parameter names, longest first
 PREFIXES = ("module.base.", "module.", "base.")
+
+#: the reference heads ``classifier`` = Sequential(Linear, PReLU, Linear) -> our ``head``
+HEAD_NAMES = {
+    "classifier.0.weight": "head.0.weight",
+    "classifier.0.bias": "head.0.bias",
+    "classifier.1.weight": "head.1.weight",
+    "classifier.2.weight": "head.2.weight",
+    "classifier.2.bias": "head.2.bias",
+}
 
 
 def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
@@ -39,6 +57,33 @@ def strip_prefixes(name: str) -> str:
         if name.startswith(prefix):
             return name[len(prefix) :]
     return name
+
+
+def transposed(weight: torch.Tensor) -> torch.Tensor:
+    """The reference GraphConv's (2·in, out) weight as nn.Linear's (out, 2·in)."""
+    return weight.t().contiguous()
+
+
+def graphconv_names(ref: str, ours: str) -> dict:
+    """The names of a learn-to-cluster GraphConv ``ref`` (``weight`` (2·in, out), ``bias``)
+    -> those of our :class:`facecluster.nn.GraphConv` ``ours`` (``linear``)."""
+    return {
+        f"{ref}.weight": (f"{ours}.linear.weight", transposed),
+        f"{ref}.bias": f"{ours}.linear.bias",
+    }
+
+
+def graphconv_sizes(state: Mapping[str, torch.Tensor], source: str, what: str) -> tuple[int, int]:
+    """(in_dim, out_dim) of the first GraphConv ``conv1`` of a reference checkpoint; an
+    :class:`InputError` naming ``source`` and ``what`` it should be when it has none of
+    shape (2·in_dim, out_dim)."""
+    conv = {strip_prefixes(k): v for k, v in state.items()}.get("conv1.weight")
+    if conv is None or conv.ndim != 2 or conv.shape[0] % 2:
+        shape = None if conv is None else tuple(conv.shape)
+        raise InputError(
+            f"{source}: {what} needs conv1.weight of shape (2*in_dim, hidden), found {shape}"
+        )
+    return int(conv.shape[0]) // 2, int(conv.shape[1])
 
 
 def remap(
