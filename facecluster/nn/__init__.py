@@ -13,7 +13,14 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GraphConv", "resolve_device", "seed_everything", "to_torch_csr", "aggregate"]
+__all__ = [
+    "GraphConv",
+    "resolve_device",
+    "seed_everything",
+    "to_torch_csr",
+    "aggregate",
+    "milestone_steps",
+]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -32,6 +39,12 @@ def seed_everything(seed: int, device: torch.device | None = None) -> None:
     torch.manual_seed(seed)
     if device is None or device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def milestone_steps(fractions, total: int) -> list[int]:
+    """Fractions of ``total`` scheduler steps (epochs or iterations) as the step numbers
+    (>= 1, sorted, distinct) where ``MultiStepLR`` multiplies the rate by its gamma."""
+    return sorted({max(1, int(round(float(f) * total))) for f in fractions})
 
 
 def to_torch_csr(a: sp.csr_matrix, device: torch.device) -> torch.Tensor:

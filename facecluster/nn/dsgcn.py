@@ -35,7 +35,7 @@ from torch import nn
 from ..io import InputError, Knn
 from ..methods.gcnd import proposal_entries
 from ..proposals import Proposals, intra_edges
-from . import checkpoint, resolve_device, seed_everything, zoo
+from . import checkpoint, milestone_steps, resolve_device, seed_everything, zoo
 
 log = logging.getLogger(__name__)
 
@@ -385,12 +385,6 @@ def start_run(context, family: str, *, settings: dict, arrays: dict) -> TrainRun
 # ---------------------------------------------------------------------------------- training
 
 
-def _milestone_epochs(epochs: int, milestones) -> list[int]:
-    """Fractions of ``epochs`` -> epoch numbers where the rate drops 10x ([15, 24, 28] of 30
-    for [0.5, 0.8, 0.9333])."""
-    return sorted({max(1, int(round(f * epochs))) for f in milestones})
-
-
 def train_net(
     features: np.ndarray | None,
     knn: Knn,
@@ -448,7 +442,7 @@ def train_net(
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
     sched = torch.optim.lr_scheduler.MultiStepLR(
-        opt, milestones=_milestone_epochs(epochs, milestones), gamma=0.1
+        opt, milestones=milestone_steps(milestones, epochs), gamma=0.1
     )
     first_epoch = 0
     if run.current == tag:

@@ -18,7 +18,7 @@ from torch import nn
 from ..graph import symmetric_normalized_adjacency
 from ..io import Knn
 from ..methods.gcnv import s_nbr_confidence
-from . import GraphConv, checkpoint, resolve_device, seed_everything, to_torch_csr
+from . import GraphConv, checkpoint, milestone_steps, resolve_device, seed_everything, to_torch_csr
 from .zoo import HEAD_NAMES, graphconv_names, graphconv_sizes, load_checkpoint, remap
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,9 @@ def train(
     x, ax = _aggregated(features, knn, th_sim, device)
     model = GCNV(features.shape[1], hidden).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    steps = sorted({max(1, int(round(f * epochs))) for f in milestones})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(
+        opt, milestones=milestone_steps(milestones, epochs), gamma=0.1
+    )
     loss_fn = nn.MSELoss()
 
     stopper = None

@@ -50,7 +50,7 @@ from torch import nn
 
 from ..io import Knn
 from ..progress import Progress
-from . import GraphConv, resolve_device, seed_everything
+from . import GraphConv, milestone_steps, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -323,11 +323,6 @@ def load_pretrained(path: str) -> dict:
     return {"family": "lgcn", "state_dict": ours, "in_dim": in_dim}
 
 
-def _milestone_steps(milestones, total: int) -> list[int]:
-    """Fractions of the total iterations as iteration numbers (>= 1)."""
-    return sorted({max(1, int(round(float(f) * total))) for f in milestones})
-
-
 def _epoch_pivots(n: int, seed: int, epoch: int, max_pivots: int) -> np.ndarray:
     """The shuffled pivots of one epoch; a seeded subset of ``max_pivots`` when > 0."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
@@ -387,7 +382,7 @@ def train(
     n_pivots = min(knn.n, max_pivots) if max_pivots > 0 else knn.n
     per_epoch = math.ceil(n_pivots / batch_size)
     sched = torch.optim.lr_scheduler.MultiStepLR(
-        opt, milestones=_milestone_steps(milestones, epochs * per_epoch), gamma=0.1
+        opt, milestones=milestone_steps(milestones, epochs * per_epoch), gamma=0.1
     )
     loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE)
     start_epoch, epoch_loss = 0, float("nan")

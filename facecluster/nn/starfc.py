@@ -54,7 +54,14 @@ from ..graph import symmetric_normalized_adjacency
 from ..io import InputError, Knn
 from ..knn import build_knn
 from ..progress import Progress
-from . import GraphConv, checkpoint, resolve_device, seed_everything, to_torch_csr
+from . import (
+    GraphConv,
+    checkpoint,
+    milestone_steps,
+    resolve_device,
+    seed_everything,
+    to_torch_csr,
+)
 from .zoo import (
     HEAD_NAMES,
     graphconv_names,
@@ -240,10 +247,6 @@ def _edge_chunks(n_edges: int, passes: int, chunks: int, rng: np.random.Generato
 # --------------------------------------------------------------------------------- training
 
 
-def _milestones(fractions, epochs: int) -> list[int]:
-    return sorted({max(1, int(round(float(f) * epochs))) for f in fractions})
-
-
 def train(
     features: np.ndarray,
     labels: np.ndarray,
@@ -308,7 +311,7 @@ def train(
     model = StarFC(features.shape[1], hidden).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(
-        opt, milestones=_milestones(milestones, int(epochs)), gamma=0.1
+        opt, milestones=milestone_steps(milestones, int(epochs)), gamma=0.1
     )
     loss_fn = nn.CrossEntropyLoss()
 
