@@ -466,27 +466,29 @@ def model_threads(dataset, model, split):
     return method_threads(model_method(dataset, model), dataset, split)
 
 
+def split_threads(dataset, split, most):
+    """Threads of a job on `split`: `most`, or one for a split below `single_thread_below`
+    images, where threads barely help (2 threads gave 1.0-1.3x on the default's 6K-52K
+    items) and one-thread jobs side by side finish sooner. On a small machine a
+    multi-thread job also waits until every core is free at once: behind a stream of
+    one-thread jobs the train split's kNN, which every training waits for, started 7 of
+    the default run's 16 minutes late."""
+    return 1 if n_images(dataset, split) < config["single_thread_below"] else most
+
+
 def knn_threads(dataset, split):
-    """Threads of a kNN job: 16, or one for a split below `single_thread_below` images
-    (seconds of faiss). On a small machine a multi-thread job waits until every core is
-    free at once; behind a stream of one-thread jobs the train split's kNN, which every
-    training waits for, started 7 of the default run's 16 minutes late."""
-    return 1 if n_images(dataset, split) < config["single_thread_below"] else 16
+    """Threads of a kNN job (faiss uses them all)."""
+    return split_threads(dataset, split, 16)
 
 
 def proposals_threads(dataset, split):
     """Threads of a proposals job (its super-vertex kNN is threaded)."""
-    return 1 if n_images(dataset, split) < config["single_thread_below"] else 4
+    return split_threads(dataset, split, 4)
 
 
 def method_threads(method, dataset, split):
-    """Threads of a train/cluster/infer job: as many as the family can use (at most 16), or
-    one for a split below `single_thread_below` images, where the families' threads barely
-    help (2 threads gave 1.0-1.3x on the default's 6K-52K items) and one-thread jobs side
-    by side finish sooner."""
-    if n_images(dataset, split) < config["single_thread_below"]:
-        return 1
-    return min(16, spec_of(method).threads)
+    """Threads of a train/cluster/infer job: as many as the family can use (at most 16)."""
+    return split_threads(dataset, split, min(16, spec_of(method).threads))
 
 
 def train_split(dataset):
