@@ -80,7 +80,6 @@ __all__ = [
     "nearest_centres",
     "subgraph_graph",
     "train",
-    "node_terms",
     "predict_edges",
     "load_pretrained",
 ]
@@ -351,10 +350,13 @@ def train(
 
     t0 = time.perf_counter()
     progress = Progress(total - start, "starfc train", unit="subgraphs", logger=log)
-    done = start
+    done, seeds, seeds_epoch = start, None, None
     for it in range(start, total):
         epoch, b = divmod(it, n_batches)
-        seed_class = int(np.random.default_rng([context.seed, epoch]).permutation(n_batches)[b])
+        if epoch != seeds_epoch:  # the epoch's seeded order of the seed classes
+            seeds = np.random.default_rng([context.seed, epoch]).permutation(n_batches)
+            seeds_epoch = epoch
+        seed_class = int(seeds[b])
         rng = np.random.default_rng([context.seed, epoch, b])
         items, _ = sampler.sample(seed_class, rng)
         done = it + 1
@@ -469,16 +471,13 @@ def _model_from(model: dict, in_dim: int, device: torch.device) -> StarFC:
 
 
 @torch.no_grad()
-def node_terms(
-    features: np.ndarray, knn: Knn, model: dict, *, context, batch_size: int = 65536
+def _node_terms(
+    net: StarFC, features: np.ndarray, knn: Knn, th_sim: float, device, batch_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The GCN on the whole graph, as the head's per-node terms u, v (N, hidden) float32 on
-    the job's device (:meth:`StarFC.node_terms`); rows in batches so only (batch, hidden)
+    ``device`` (:meth:`StarFC.node_terms`); rows in batches so only (batch, hidden)
     embeddings exist at once."""
-    device = resolve_device(context.device)
-    torch.set_num_threads(max(1, int(context.threads)))
-    net = _model_from(model, features.shape[1], device)
-    adj = symmetric_normalized_adjacency(knn, float(model.get("th_sim", 0.0)))
+    adj = symmetric_normalized_adjacency(knn, th_sim)
     x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device)
     ax = to_torch_csr(adj, device) @ x
     del adj
@@ -518,8 +517,9 @@ def predict_edges(
     scores : float32 (E,) softmax probability of "same".
     """
     device = resolve_device(context.device)
-    u, v = node_terms(features, knn, model, context=context)
+    torch.set_num_threads(max(1, int(context.threads)))
     net = _model_from(model, features.shape[1], device)
+    u, v = _node_terms(net, features, knn, float(model.get("th_sim", 0.0)), device, 65536)
     n, k = knn.nbrs.shape
     index_dtype = np.int32 if n < 2**31 else np.int64
     nbrs = torch.from_numpy(knn.nbrs.astype(np.int64)).to(device)
