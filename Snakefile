@@ -6,6 +6,9 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/knn.smk"
@@ -13,6 +16,7 @@ include: "rules/proposals.smk"
 include: "rules/train.smk"
 include: "rules/cluster.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import itertools
 from pathlib import Path
 
 import jsonschema
@@ -22,6 +23,8 @@ __all__ = [
     "method_config",
     "method_limits",
     "proposal_sets",
+    "sweep_points",
+    "sweep_variant",
     "SCHEMA_PATH",
 ]
 
@@ -198,6 +201,7 @@ def _reference_errors(config: dict) -> list[str]:
                         f"datasets.{name}.test_splits[{i}]: no archive holds split {s!r} "
                         f"(archives hold: {', '.join(sorted(held))})"
                     )
+    out += _sweep_errors(config, specs)
     for i, d in enumerate(config.get("all", [])):
         if d not in datasets:
             out.append(f"all[{i}]: unknown dataset {d!r} (configured: {', '.join(datasets)})")
@@ -258,6 +262,74 @@ def _extra_input_errors(config: dict, specs: dict) -> list[str]:
     return out
 
 
+def _sweep_errors(config: dict, specs: dict) -> list[str]:
+    """A sweep names a configured variant and parameters of its family, with valid values."""
+    out = []
+    methods = config.get("methods", {})
+    for name, d in config.get("datasets", {}).items():
+        seen = set()
+        for i, sweep in enumerate(d.get("sweeps", [])):
+            method, grid = sweep["method"], sweep["grid"]
+            key = f"datasets.{name}.sweeps[{i}]"
+            if method in seen:
+                out.append(f"{key}.method: a second sweep of {method!r}")
+            seen.add(method)
+            if method not in methods:
+                out.append(f"{key}: unknown method {method!r} (configured: {', '.join(methods)})")
+                continue
+            spec = specs.get(methods[method].get("family"))
+            if spec is None:
+                continue
+            known = spec.params_schema()["properties"]
+            for param, values in grid.items():
+                if param not in known:
+                    out.append(
+                        f"{key}.grid.{param}: family {methods[method]['family']!r} has no "
+                        f"parameter {param!r} (its parameters: {', '.join(sorted(known))})"
+                    )
+                    continue
+                validator = jsonschema.Draft202012Validator(known[param])
+                for j, value in enumerate(values):
+                    for err in validator.iter_errors(value):
+                        out.append(f"{key}.grid.{param}[{j}]: {err.message}")
+    return out
+
+
+def sweep_variant(method: str, point: dict) -> str:
+    """The name of one point of a sweep: ``cdp/th~0.65`` (``snakemake.utils.Paramspace``'s
+    ``param~value`` pattern, one path level per parameter in the grid's order), so that the
+    method wildcard, the file name and the parameter name are one."""
+    return "/".join([method, *(f"{param}~{value}" for param, value in point.items())])
+
+
+def sweep_points(config: dict, dataset: str) -> dict[str, list[dict]]:
+    """Every point of each sweep of ``dataset``: method -> [{param: value}, ...], the
+    product of the grid's value lists in the config's order."""
+    out = {}
+    for sweep in config["datasets"][dataset].get("sweeps", []):
+        method, grid = sweep["method"], sweep["grid"]
+        params = list(grid)
+        out[method] = [
+            dict(zip(params, values, strict=True))
+            for values in itertools.product(*(grid[p] for p in params))
+        ]
+    return out
+
+
+def _add_sweep_variants(config: dict) -> None:
+    """Register each sweep point as a variant of its method with the point's ``params``
+    set for the swept dataset (over its ``per_dataset`` entry), so that every rule treats it
+    as any other variant; its training settings are the method's, so a trained method's
+    points share its model."""
+    for dataset in config["datasets"]:
+        for method, points in sweep_points(config, dataset).items():
+            for point in points:
+                variant = copy.deepcopy(config["methods"][method])
+                over = variant.setdefault("per_dataset", {}).setdefault(dataset, {})
+                over.setdefault("params", {}).update(point)
+                config["methods"][sweep_variant(method, point)] = variant
+
+
 def _has_train_split(d: dict) -> bool:
     if d.get("source") == "download":
         held = {s for a in d.get("archives", {}).values() for s in a.get("splits", [])}
@@ -306,6 +378,9 @@ def method_limits(config: dict, method: str, dataset: str) -> dict:
 def validate_config(config: dict, schema: dict | str | Path | None = None) -> dict:
     """Validate ``config`` in place (filling defaults) and return it.
 
+    Each point of a dataset's ``sweeps`` is then added to ``methods`` as a variant named
+    by :func:`sweep_variant` (``cdp/th~0.65``).
+
     Raises
     ------
     ConfigError
@@ -324,4 +399,5 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
         errors = _reference_errors(config)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+    _add_sweep_variants(config)
     return config

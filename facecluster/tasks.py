@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as _metrics
+from . import tables as _tables
 from .data.download import extract as extract_archive
 from .data.download import fetch
 from .data.partition import partition_files
@@ -55,9 +56,6 @@ METRIC_COLUMNS = [
     "peak_rss_mb",
     "note",
 ]
-
-#: metrics shown in the summary tables, with their printed names
-TABLE_METRICS = {"pairwise_f": "Pairwise F", "bcubed_f": "BCubed F", "nmi": "NMI"}
 
 
 def setup_logging(log_path: str | None = None) -> None:
@@ -614,66 +612,220 @@ def evaluate(
 
 def read_cells(paths: Sequence[str]) -> pd.DataFrame:
     """Concatenate metric rows written by :func:`evaluate`."""
-    frames = [pd.read_csv(p, sep="\t") for p in paths]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=METRIC_COLUMNS)
-
-
-def summary_table(
-    cells: pd.DataFrame, methods: Sequence[str], splits: Sequence[str]
-) -> pd.DataFrame:
-    """Wide table: one row per method, one column per (metric, split), in percent."""
-    wide = cells.pivot(index="method", columns="split", values=list(TABLE_METRICS))
-    wide = wide.reindex(index=list(methods))
-    wide = wide.reindex(columns=pd.MultiIndex.from_product([list(TABLE_METRICS), list(splits)]))
-    return wide * 100.0
+    frames = [pd.read_csv(p, sep="\t", keep_default_na=False, na_values=[""]) for p in paths]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    return pd.concat(frames, ignore_index=True)
 
 
 def table(
     cells: Sequence[str],
     out_tsv: str,
     out_md: str,
+    out_html: str | None = None,
     *,
     dataset: str,
     methods: Sequence[str],
     splits: Sequence[str],
 ) -> pd.DataFrame:
-    """Write the dataset's summary table as TSV (``{metric}_{split}`` columns) and Markdown."""
-    cells = read_cells(cells)
-    wide = summary_table(cells, methods, splits)
-    flat = wide.copy()
-    flat.columns = [f"{metric}_{split}" for metric, split in wide.columns]
-    with atomic_path(out_tsv) as tmp:
-        flat.round(2).to_csv(tmp, sep="\t", index_label="method")
-    lines = [f"# {dataset}", ""]
-    sections = [(title + " (%)", wide[metric], "{:.2f}") for metric, title in TABLE_METRICS.items()]
-    if not cells.empty:
-        seconds = cells.pivot(index="method", columns="split", values="seconds")
-        seconds = seconds.reindex(index=list(methods), columns=list(splits))
-        sections.append(("Wall time of the cluster job (s)", seconds, "{:.1f}"))
-    for title, values, fmt in sections:
-        lines += [f"## {title}", ""]
-        lines.append("| method | " + " | ".join(splits) + " |")
-        lines.append("|---|" + "---:|" * len(splits))
-        for m in methods:
-            vals = [values.loc[m, s] for s in splits]
-            lines.append(f"| {m} | " + " | ".join(_cell(v, fmt) for v in vals) + " |")
-        lines.append("")
-    notes = (
-        cells[cells["note"].notna() & (cells["note"].astype(str) != "")] if "note" in cells else []
+    """The dataset's overview: every method × split (``{metric}_{split}`` TSV columns, %),
+    with cluster counts, wall time and peak memory (:func:`tables.overview_table`)."""
+    out = _tables.overview_table(read_cells(cells), dataset=dataset, methods=methods, splits=splits)
+    _tables.write_table(out, out_tsv, out_md, out_html)
+    return out.data
+
+
+def table_scales(
+    cells: Sequence[str],
+    published: str,
+    out_tsv: str,
+    out_md: str,
+    out_html: str,
+    *,
+    dataset: str,
+    methods: Sequence[str],
+    splits: Sequence[str],
+    metric: str,
+    with_published: bool,
+) -> _tables.Table:
+    """Methods × scales for ``metric``, beside the published numbers for real datasets."""
+    out = _tables.scales_table(
+        read_cells(cells),
+        _tables.read_published(published),
+        dataset=dataset,
+        methods=methods,
+        splits=splits,
+        metric=metric,
+        with_published=with_published,
     )
-    if len(notes):
-        lines += ["## Cells not run (—)", ""]
-        for _, row in notes.iterrows():
-            lines.append(f"- {row['method']} / {row['split']}: {row['note']}")
-        lines.append("")
-    with atomic_path(out_md) as tmp:
-        tmp.write_text("\n".join(lines))
-    return flat
+    _tables.write_table(out, out_tsv, out_md, out_html)
+    return out
 
 
-def _cell(value, fmt: str) -> str:
-    """A table cell: the formatted number, or "—" for a cell that was not run."""
-    return "—" if pd.isna(value) else fmt.format(value)
+#: the metrics of a one-split table, by view: the published part1 P/R/F table, and the
+#: F/F/NMI tables of YTF and DeepFashion
+SPLIT_VIEWS = {
+    "prf": ("pairwise_precision", "pairwise_recall", "pairwise_f"),
+    "metrics": ("pairwise_f", "bcubed_f", "nmi"),
+}
+
+
+def table_split(
+    cells: Sequence[str],
+    published: str,
+    out_tsv: str,
+    out_md: str,
+    out_html: str,
+    *,
+    dataset: str,
+    methods: Sequence[str],
+    split: str,
+    view: str,
+    with_published: bool,
+) -> _tables.Table:
+    """Methods × the metrics of ``view`` (:data:`SPLIT_VIEWS`) on one split."""
+    out = _tables.split_table(
+        read_cells(cells),
+        _tables.read_published(published),
+        dataset=dataset,
+        methods=methods,
+        split=split,
+        metrics=SPLIT_VIEWS[view],
+        with_published=with_published,
+    )
+    _tables.write_table(out, out_tsv, out_md, out_html)
+    return out
+
+
+def table_sweep(
+    cells: Sequence[str],
+    out_tsv: str,
+    out_md: str,
+    out_html: str,
+    *,
+    dataset: str,
+    split: str,
+    method: str,
+    points: Sequence[dict],
+    variants: Sequence[str],
+) -> _tables.Table:
+    """One row per point of ``method``'s sweep on ``split``."""
+    out = _tables.sweep_table(
+        read_cells(cells), points, variants, title=f"{dataset} {split}: sweep of {method}"
+    )
+    _tables.write_table(out, out_tsv, out_md, out_html)
+    return out
+
+
+# -------------------------------------------------------------------------------------- plots
+
+
+def plot_scales(
+    cells: Sequence[str],
+    published: str,
+    png: str,
+    svg: str,
+    *,
+    dataset: str,
+    methods: Sequence[str],
+    splits: Sequence[str],
+    with_published: bool,
+) -> None:
+    """F-score against scale (:func:`plots.f_vs_scale`)."""
+    from . import plots
+
+    pub = _tables.read_published(published) if with_published else None
+    if pub is not None:
+        pub = pub[pub["dataset"] == dataset]
+    fig = plots.f_vs_scale(read_cells(cells), pub, dataset=dataset, methods=methods, splits=splits)
+    plots.save(fig, png, svg)
+
+
+def plot_precision_recall(
+    cells: Sequence[str], png: str, svg: str, *, dataset: str, methods, splits
+) -> None:
+    """Pairwise precision against recall per split (:func:`plots.precision_recall`)."""
+    from . import plots
+
+    fig = plots.precision_recall(read_cells(cells), dataset=dataset, methods=methods, splits=splits)
+    plots.save(fig, png, svg)
+
+
+def plot_time(cells: Sequence[str], png: str, svg: str, *, dataset: str, methods) -> None:
+    """Wall time against items, log–log, with slopes (:func:`plots.time_vs_items`)."""
+    from . import plots
+
+    fig = plots.time_vs_items(read_cells(cells), dataset=dataset, methods=methods)
+    plots.save(fig, png, svg)
+
+
+def plot_cluster_sizes(
+    gt_labels: str,
+    predicted: Sequence[str],
+    png: str,
+    svg: str,
+    *,
+    dataset: str,
+    split: str,
+    methods: Sequence[str],
+) -> None:
+    """Predicted against true cluster-size distributions (:func:`plots.cluster_sizes`);
+    a refused cell (empty labels file) shows as "not run"."""
+    from . import plots
+
+    true = read_labels(gt_labels)
+    pred = {}
+    for method, path in zip(methods, predicted, strict=True):
+        pred[method] = read_labels(path) if os.path.getsize(path) else None
+    fig = plots.cluster_sizes(true, pred, dataset=dataset, split=split)
+    plots.save(fig, png, svg)
+
+
+def plot_sweep(
+    table_tsv: str, png: str, svg: str, *, dataset: str, split: str, method: str, setting: dict
+) -> None:
+    """F against the swept parameter, the published setting marked (:func:`plots.sweep`)."""
+    from . import plots
+
+    data = pd.read_csv(table_tsv, sep="\t", index_col="method")
+    fig = plots.sweep(data, dataset=dataset, split=split, method=method, setting=setting)
+    plots.save(fig, png, svg)
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def software(config: dict, out_config: str, out_software: str, *, packages: Sequence[str]) -> None:
+    """The run's configuration (validated, defaults filled, sweep points included) and the
+    software versions, each as an HTML page for the report."""
+    import html
+    from importlib import metadata
+
+    import yaml
+
+    body = yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
+    page = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>configuration</title></head>'
+        "<body><h1>Configuration (validated, defaults filled in)</h1>"
+        f"<pre>{html.escape(body)}</pre></body></html>\n"
+    )
+    with atomic_path(out_config) as tmp:
+        tmp.write_text(page)
+    rows = [("python", sys.version.split()[0]), ("platform", platform.platform())]
+    for name in packages:
+        try:
+            rows.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            rows.append((name, "not installed"))
+    table_ = pd.DataFrame(rows, columns=["software", "version"])
+    page = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>software</title></head>'
+        "<body><h1>Software versions of the run</h1>"
+        f"{table_.to_html(index=False, escape=True, border=1)}</body></html>\n"
+    )
+    with atomic_path(out_software) as tmp:
+        tmp.write_text(page)
 
 
 def run_logged(log_path: str | None, fn, /, *args, **kwargs):

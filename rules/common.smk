@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -10,6 +11,8 @@ from facecluster.config import (
     method_config,
     method_limits,
     proposal_sets,
+    sweep_points,
+    sweep_variant,
     validate_config,
 )
 from facecluster.methods import get_spec
@@ -25,7 +28,8 @@ PROPOSALS = config["proposals"]
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    method="|".join(METHODS),
+    # a variant, or a point of a sweep of it (cdp/th~0.65)
+    method="|".join(map(re.escape, METHODS)),
     backend="|".join(BACKENDS),
     split=r"[A-Za-z0-9]+",
     k=r"\d+",
@@ -33,6 +37,8 @@ wildcard_constraints:
     member=r"[A-Za-z0-9]+",
     model=r"[A-Za-z0-9_]+",
     proposal_set=r"[A-Za-z0-9_]+",
+    metric="pairwise_f|bcubed_f|nmi",
+    view="prf|metrics",
 
 
 def split_stem(dataset, split):
@@ -338,8 +344,107 @@ def dataset_cells(wildcards):
     )
 
 
+def split_cells(wildcards):
+    return expand(
+        "results/{dataset}/{split}/{method}.tsv",
+        dataset=wildcards.dataset,
+        split=wildcards.split,
+        method=DATASETS[wildcards.dataset]["methods"],
+    )
+
+
+def split_labels(wildcards):
+    return expand(
+        "results/{dataset}/{split}/{method}.labels",
+        dataset=wildcards.dataset,
+        split=wildcards.split,
+        method=DATASETS[wildcards.dataset]["methods"],
+    )
+
+
+def with_published(dataset):
+    """Real datasets show the published numbers beside ours; synthetic ones ours only."""
+    return DATASETS[dataset]["source"] != "synthetic"
+
+
+def published_path():
+    """The published numbers (``published``): relative to the working directory, else to
+    the workflow's directory (the shipped ``config/published_results.tsv``)."""
+    path = config["published"]
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(workflow.basedir, path)
+
+
+def sweep_split(dataset):
+    """Sweeps run on the dataset's first test split."""
+    return DATASETS[dataset]["test_splits"][0]
+
+
+def sweep_variants(dataset, method):
+    return [sweep_variant(method, p) for p in sweep_points(config, dataset)[method]]
+
+
+def sweep_cells(wildcards):
+    return expand(
+        "results/{dataset}/{split}/{method}.tsv",
+        dataset=wildcards.dataset,
+        split=sweep_split(wildcards.dataset),
+        method=sweep_variants(wildcards.dataset, wildcards.method),
+    )
+
+
+def sweep_setting(dataset, method):
+    """The variant's own (published) values of its swept parameters on ``dataset``."""
+    params = mcfg(dataset, method)["params"]
+    grid = next(s["grid"] for s in DATASETS[dataset]["sweeps"] if s["method"] == method)
+    return {p: params.get(p) for p in grid}
+
+
+def dataset_targets(dataset):
+    """What the default target builds for a dataset: its tables (the overview, the published layout:
+    part1 P/R/F and a table per metric across scales, or the one-split table), its plots
+    and its sweeps."""
+    d = DATASETS[dataset]
+    splits = d["test_splits"]
+    tables = [dataset, f"{dataset}_{splits[0]}_prf"]
+    plots = [f"{dataset}_precision_recall"]
+    plots += [
+        f"{dataset}_{s}_cluster_sizes" for s in dict.fromkeys([splits[0], splits[-1]])
+    ]
+    if len(splits) > 1:
+        tables += [
+            f"{dataset}_scales_{m}" for m in ("pairwise_f", "bcubed_f", "nmi")
+        ]
+        plots += [f"{dataset}_scales_f", f"{dataset}_time_vs_items"]
+    else:
+        tables.append(f"{dataset}_{splits[0]}_metrics")
+    for method in (s["method"] for s in d["sweeps"]):
+        tables.append(f"{dataset}_sweep_{method}")
+        plots.append(f"{dataset}_sweep_{method}")
+    return [
+        *(f"results/tables/{t}{ext}" for t in tables for ext in (".md", ".html")),
+        *(f"results/plots/{p}.{ext}" for p in plots for ext in ("png", "svg")),
+    ]
+
+
+def _requirements():
+    """The package names of requirements.txt (for the report's software versions)."""
+    names = []
+    with open(f"{workflow.basedir}/requirements.txt") as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line:
+                names.append(re.split(r"[=<>~!\[ ;]", line)[0])
+    return names
+
+
+SOFTWARE = _requirements() + ["faiss-gpu"]
+
+
 def all_tables():
-    return expand("results/tables/{dataset}.md", dataset=config["all"])
+    targets = [t for d in config["all"] for t in dataset_targets(d)]
+    return targets + ["results/report/config.html", "results/report/software.html"]
 
 
 # ---- resources, from the split's size N, the dimension D and k (facecluster.resources and

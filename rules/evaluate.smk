@@ -21,25 +21,3 @@ rule evaluate:
         ),
     script:
         "../workflow_scripts/evaluate.py"
-
-
-rule table:
-    input:
-        dataset_cells,
-    output:
-        tsv="results/tables/{dataset}.tsv",
-        md="results/tables/{dataset}.md",
-    log:
-        "results/logs/table/{dataset}.log",
-    benchmark:
-        "results/benchmarks/table/{dataset}.tsv"
-    conda:
-        "../envs/eval.yaml"
-    resources:
-        mem_mb=lambda wc, attempt: 1000 * attempt,
-        runtime=lambda wc, attempt: 10 * attempt,
-    params:
-        methods=lambda wc: DATASETS[wc.dataset]["methods"],
-        splits=lambda wc: DATASETS[wc.dataset]["test_splits"],
-    script:
-        "../workflow_scripts/table.py"

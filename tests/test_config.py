@@ -141,3 +141,52 @@ def test_schema_synthetic_defaults_match_generator():
         assert spec[key] == sub["default"], key
     # everything but the dimension and the seed (set from the dataset and `seed`) is a key
     assert set(spec) - set(schema) == {"dim", "seed"}
+
+
+def _sweep(config, **sweep):
+    config["datasets"]["synth"]["sweeps"] = [sweep]
+    return config
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ({"method": "nope", "grid": {"th": [0.5]}}, "datasets.synth.sweeps[0]: unknown method"),
+        ({"method": "cdp", "grid": {"thresh": [0.5]}}, "sweeps[0].grid.thresh: family 'cdp' has"),
+        ({"method": "cdp", "grid": {"th": [0.5, 2]}}, "sweeps[0].grid.th[1]: 2 is greater"),
+        ({"method": "cdp", "grid": {}}, "datasets.synth.sweeps[0].grid"),
+        ({"method": "cdp"}, "datasets.synth.sweeps[0]: 'grid' is a required property"),
+    ],
+)
+def test_bad_sweep_names_the_key(config, sweep, message):
+    with pytest.raises(ConfigError) as err:
+        validate_config(_sweep(config, **sweep))
+    assert message in str(err.value)
+
+
+def test_second_sweep_of_one_method_is_an_error(config):
+    config["datasets"]["synth"]["sweeps"] = [
+        {"method": "cdp", "grid": {"th": [0.5]}},
+        {"method": "cdp", "grid": {"max_sz": [100]}},
+    ]
+    with pytest.raises(ConfigError, match=r"sweeps\[1\].method: a second sweep of 'cdp'"):
+        validate_config(config)
+
+
+def test_sweep_points_become_variants_named_by_their_parameters(config):
+    from facecluster.config import method_config, sweep_points
+
+    _sweep(config, method="gcnv", grid={"tau": [0.7, 0.8], "tau_0": [0.6]})
+    out = validate_config(config)
+    assert sweep_points(out, "synth")["gcnv"] == [
+        {"tau": 0.7, "tau_0": 0.6}, {"tau": 0.8, "tau_0": 0.6}
+    ]  # fmt: skip
+    point = method_config(out, "gcnv/tau~0.7/tau_0~0.6", "synth")
+    base = method_config(out, "gcnv", "synth")
+    assert point["params"] == {**base["params"], "tau": 0.7, "tau_0": 0.6}
+    # the training is the variant's: a sweep of a clustering parameter shares its model
+    assert point["train"] == base["train"] and point["k"] == base["k"]
+    # other datasets keep the variant's own settings
+    assert method_config(out, "gcnv/tau~0.7/tau_0~0.6", "ms1m") == method_config(
+        out, "gcnv", "ms1m"
+    )

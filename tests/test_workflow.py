@@ -63,8 +63,27 @@ def test_end_to_end_outputs(runs):
     assert 0 < row["pairwise_f"] <= 1 and 0 < row["nmi"] <= 1 and row["seconds"] > 0
     labels = (out / "synth" / "part3" / "gcnv.labels").read_text().split()
     assert len(labels) == row["n_items"]
+    # the published layout (synthetic: ours only), the plots, the sweep, the report pages
+    tables = out / "tables"
+    for name in ("synth_part1_prf", "synth_scales_pairwise_f", "synth_scales_bcubed_f",
+                 "synth_scales_nmi", "synth_sweep_cdp"):  # fmt: skip
+        for ext in ("md", "tsv", "html"):
+            assert (tables / f"{name}.{ext}").stat().st_size > 0, (name, ext)
+    scales = pd.read_csv(tables / "synth_scales_pairwise_f.tsv", sep="\t", index_col="method")
+    assert list(scales.index) == list(table.index)
+    assert scales.loc["gcnv", "part1"] == table.loc["gcnv", "pairwise_f_part1"]
+    assert "part1_published" not in scales.columns
+    assert scales.loc["cdp", "part3_n_true_clusters"] > 0
+    plots = ["synth_scales_f", "synth_precision_recall", "synth_time_vs_items", "synth_sweep_cdp"]
+    plots += ["synth_part1_cluster_sizes", "synth_part3_cluster_sizes"]
+    for plot in plots:
+        assert (out / "plots" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG", plot
+        assert b"<svg" in (out / "plots" / f"{plot}.svg").read_bytes()[:1000], plot
+    assert "scikit-learn" in (out / "report" / "software.html").read_text()
     # every rule wrote its log and benchmark
-    rules = ("synthesize", "partition", "knn", "proposals", "train", "cluster", "evaluate", "table")
+    rules = ("synthesize", "partition", "knn", "proposals", "train", "cluster", "evaluate", "table",
+             "table_scales", "table_split", "table_sweep", "plot_scales", "plot_precision_recall",
+             "plot_time", "plot_cluster_sizes", "plot_sweep", "software")  # fmt: skip
     for rule in rules:
         assert any((out / "logs" / rule).rglob("*.log")), rule
         assert any((out / "benchmarks" / rule).rglob("*.tsv")), rule
@@ -72,7 +91,7 @@ def test_end_to_end_outputs(runs):
 
 def test_same_config_gives_identical_labels(runs):
     a, b = (sorted((d / "results" / "synth").rglob("*.labels")) for d in runs)
-    assert len(a) == 16
+    assert len(a) == 18  # 16 cells and 2 sweep points
     for x, y in zip(a, b, strict=True):
         assert x.read_bytes() == y.read_bytes(), x
 
@@ -93,6 +112,49 @@ def test_one_knn_per_split_and_one_model_per_training(runs):
     a = (res / "part1" / "gcnv.labels").read_text()
     b = (res / "part1" / "gcnv_tau.labels").read_text()
     assert a != b  # ... clustered at two taus
+
+
+def test_sweep_points_are_cells_and_the_published_point_equals_the_variant(runs):
+    res = runs[0] / "results"
+    sweep = pd.read_csv(res / "tables" / "synth_sweep_cdp.tsv", sep="\t", index_col="method")
+    assert list(sweep.index) == ["cdp/th~0.6", "cdp/th~0.7"]
+    assert list(sweep["th"]) == [0.6, 0.7]
+    point = pd.read_csv(res / "synth" / "part1" / "cdp" / "th~0.7.tsv", sep="\t").iloc[0]
+    cell = pd.read_csv(res / "synth" / "part1" / "cdp.tsv", sep="\t").iloc[0]
+    assert point["method"] == "cdp/th~0.7"
+    # th 0.7 is the variant's own setting: the same labels as the variant's cell
+    labels = (res / "synth" / "part1" / "cdp" / "th~0.7.labels").read_bytes()
+    assert labels == (res / "synth" / "part1" / "cdp.labels").read_bytes()
+    assert point["pairwise_f"] == cell["pairwise_f"]
+    assert sweep.loc["cdp/th~0.6", "pairwise_f"] != sweep.loc["cdp/th~0.7", "pairwise_f"]
+
+
+def test_report_renders_in_a_headless_browser(runs, tmp_path):
+    from _browser import find_browser, probe_report
+
+    report = tmp_path / "report.html"
+    snakemake("--configfile", str(TINY), "--report", str(report), cwd=runs[0])
+    assert report.stat().st_size > 100_000
+    browser = find_browser()
+    if browser is None:
+        pytest.skip(
+            "no chromium on PATH: the report was built but not opened in a browser "
+            "(.ci/run installs Debian's chromium where apt works)"
+        )
+    found = probe_report(report, browser, tmp_path)
+    assert found["errors"] == []
+    pngs = sorted(p.name for p in (runs[0] / "results" / "plots").glob("*.png"))
+    images = {Path(k).name: v for k, v in found["images"].items()}
+    assert sorted(images) == pngs
+    for name, size in images.items():
+        assert size and size[0] > 100 and size[1] > 100, (name, size)
+    tables = {Path(k).name: v for k, v in found["tables"].items()}
+    assert {"synth.html", "synth_scales_pairwise_f.html", "synth_part1_prf.html",
+            "synth_sweep_cdp.html", "config.html", "software.html"} <= set(tables)  # fmt: skip
+    for name, seen in tables.items():
+        assert seen["mounted"] and seen["tables"] >= (0 if name == "config.html" else 1), name
+    # the overview: a header row and one row per method, in each of its six sections
+    assert tables["synth.html"]["rows"] >= 6 * 9
 
 
 def test_rerun_has_nothing_to_do(runs):
@@ -165,6 +227,12 @@ def _l2c_folder(root, splits):
     return out
 
 
+#: the tables, plots and report pages of a dataset with one test split
+ONE_SPLIT_REPORT = {
+    "table", "table_split", "plot_precision_recall", "plot_cluster_sizes", "software"
+}  # fmt: skip
+
+
 def _config_with(tmp_path, name, dataset):
     """The tiny config plus ``dataset`` as ``name`` (the one table of rule all)."""
     config = yaml.safe_load(TINY.read_text())
@@ -187,7 +255,7 @@ def test_data_dir_dataset_skips_generation(tmp_path):
     work = tmp_path / "work"
     dry = snakemake("--configfile", str(cfg), "-n", cwd=work)
     jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
-    assert jobs == {"knn", "train", "cluster", "evaluate", "table", "all"}
+    assert jobs == {"knn", "train", "cluster", "evaluate", "all", *ONE_SPLIT_REPORT}
     snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
     table = pd.read_csv(work / "results" / "tables" / "mine.tsv", sep="\t", index_col="method")
     assert table.loc["cdp", "pairwise_f_part1"] > 0
@@ -217,6 +285,15 @@ def served_archive(tmp_path, http_server):
 def test_download_dataset_end_to_end(tmp_path, served_archive):
     url, md5 = served_archive
     cfg = _download_config(tmp_path, url, md5)
+    # a real dataset's tables show the published numbers (here the user's own file)
+    published = tmp_path / "published.tsv"
+    published.write_text(
+        "dataset\tsplit\tmethod_id\tmethod\tmetric\tvalue\tsource\n"
+        "dl\tpart1\tcdp\tCDP\tpairwise_f\t50.0\ttest\n"
+        "dl\tpart1\tlgcn\tL-GCN\tpairwise_f\t40.0\ttest\n"
+    )
+    config = yaml.safe_load(cfg.read_text())
+    cfg.write_text(yaml.safe_dump({**config, "published": str(published)}))
     work = tmp_path / "work"
     dry = snakemake("--configfile", str(cfg), "-n", "results/dl/part1/gcnv.tsv", cwd=work)
     jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
@@ -224,6 +301,17 @@ def test_download_dataset_end_to_end(tmp_path, served_archive):
     snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
     table = pd.read_csv(work / "results" / "tables" / "dl.tsv", sep="\t", index_col="method")
     assert table.loc["cdp", "pairwise_f_part1"] > 0
+    prf = work / "results" / "tables" / "dl_part1_prf"
+    joined = pd.read_csv(f"{prf}.tsv", sep="\t", index_col="method")
+    assert list(joined.index) == ["cdp", "gcnv", "lgcn"]
+    assert joined.loc["cdp", "pairwise_f_published"] == 50.0
+    assert joined.loc["cdp", "pairwise_f_diff"] == pytest.approx(
+        joined.loc["cdp", "pairwise_f"] - 50.0, abs=0.011
+    )
+    assert np.isnan(joined.loc["gcnv", "pairwise_f_published"])
+    md = Path(f"{prf}.md").read_text()
+    assert "| lgcn | — | — | — / 40.00 |" in md and "lgcn: not configured for dl" in md
+    assert (work / "results" / "tables" / "dl_part1_metrics.md").is_file()
     res = work / "resources" / "dl"
     assert (res / "archives" / "tiny" / "features" / "part1_test.bin").is_file()
     assert not list(res.rglob("*.part")) and not list(res.rglob("*.tmp"))
@@ -262,7 +350,7 @@ def test_data_dir_knn_files_are_reused(tmp_path):
     work = tmp_path / "work"
     dry = snakemake("--configfile", str(cfg), "-n", cwd=work)
     jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
-    assert jobs == {"train", "cluster", "evaluate", "table", "all"}  # no kNN job
+    assert jobs == {"train", "cluster", "evaluate", "all", *ONE_SPLIT_REPORT}  # no kNN job
     assert "knns/part1_test/faiss_k_30.npz" in dry.stdout
     snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
     assert not (work / "results" / "mine" / "part1" / "knn").exists()

@@ -10,6 +10,7 @@ tasks.run_logged(
     list(snakemake.input),
     snakemake.output.tsv,
     snakemake.output.md,
+    snakemake.output.html,
     dataset=snakemake.wildcards.dataset,
     methods=snakemake.params.methods,
     splits=snakemake.params.splits,

@@ -1,0 +1,16 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from facecluster import tasks  # noqa: E402
+
+tasks.run_logged(
+    snakemake.log[0],
+    tasks.plot_precision_recall,
+    list(snakemake.input),
+    snakemake.output.png,
+    snakemake.output.svg,
+    dataset=snakemake.wildcards.dataset,
+    methods=snakemake.params.methods,
+    splits=snakemake.params.splits,
+)

@@ -1,0 +1,15 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from facecluster import tasks  # noqa: E402
+
+tasks.run_logged(
+    snakemake.log[0],
+    tasks.plot_time,
+    list(snakemake.input),
+    snakemake.output.png,
+    snakemake.output.svg,
+    dataset=snakemake.wildcards.dataset,
+    methods=snakemake.params.methods,
+)

@@ -1,0 +1,20 @@
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from facecluster import tasks  # noqa: E402
+
+tasks.run_logged(
+    snakemake.log[0],
+    tasks.table_split,
+    list(snakemake.input.cells),
+    snakemake.input.published,
+    snakemake.output.tsv,
+    snakemake.output.md,
+    snakemake.output.html,
+    dataset=snakemake.wildcards.dataset,
+    methods=snakemake.params.methods,
+    split=snakemake.wildcards.split,
+    view=snakemake.wildcards.view,
+    with_published=snakemake.params.with_published,
+)
