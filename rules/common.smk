@@ -413,9 +413,7 @@ def dataset_targets(dataset):
         f"{dataset}_{s}_cluster_sizes" for s in dict.fromkeys([splits[0], splits[-1]])
     ]
     if len(splits) > 1:
-        tables += [
-            f"{dataset}_scales_{m}" for m in ("pairwise_f", "bcubed_f", "nmi")
-        ]
+        tables += [f"{dataset}_scales_{m}" for m in ("pairwise_f", "bcubed_f", "nmi")]
         plots += [f"{dataset}_scales_f", f"{dataset}_time_vs_items"]
     else:
         tables.append(f"{dataset}_{splits[0]}_metrics")
