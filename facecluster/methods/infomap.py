@@ -43,7 +43,7 @@ from . import Cost, FamilySpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SPEC", "estimate", "knn_links", "cluster"]
+__all__ = ["SPEC", "estimate", "knn_links", "cluster", "run_infomap"]
 
 
 def estimate(
@@ -220,19 +220,61 @@ def cluster(
     labels : int64 (N,), the module index (0-based, Infomap's numbering) of every item in
         the network; ``-1`` for items with no link in either direction.
     """
-    import infomap
-
     _check(min_sim, num_trials, teleportation_probability, markov_time)
-    seed = max(1, int(context.seed)) if context is not None else 1
-    threads = max(1, int(context.threads)) if context is not None else 1
-    n = knn.n
-    labels = np.full(n, -1, dtype=np.int64)
-
     t0 = time.perf_counter()
     links = knn_links(knn, min_sim)
     if links.shape[0] == 0:
         log.info("infomap: no link with sim >= %.3f; every item is a singleton", min_sim)
-        return labels
+        return np.full(knn.n, -1, dtype=np.int64)
+    return run_infomap(
+        links,
+        knn.n,
+        context=context,
+        two_level=two_level,
+        directed=directed,
+        num_trials=num_trials,
+        teleportation_probability=teleportation_probability,
+        markov_time=markov_time,
+        started=t0,
+    )
+
+
+def run_infomap(
+    links: np.ndarray,
+    n: int,
+    *,
+    context=None,
+    two_level: bool = True,
+    directed: bool = True,
+    num_trials: int = 1,
+    teleportation_probability: float = 0.15,
+    markov_time: float = 1.0,
+    started: float | None = None,
+    name: str = "infomap",
+) -> np.ndarray:
+    """Partition a weighted network of ``n`` nodes with Infomap; shared by the families that
+    build their links another way (FC-ES, FaceMap).
+
+    Parameters
+    ----------
+    links : float64 C-contiguous (E, 3), rows ``(source, target, weight)``.
+    n : number of items (node ids are 0..n-1).
+    context : seeds Infomap as ``max(1, seed)`` and sets its threads.
+    started : ``perf_counter()`` when building the links began (for the timings).
+    name : the family, in the log.
+
+    Returns
+    -------
+    labels : int64 (N,), the module of every node in the network (0-based); ``-1`` for
+        nodes without a link in either direction. ``LAST_TIMINGS`` holds ``build``,
+        ``optimise`` and ``read`` seconds.
+    """
+    import infomap
+
+    seed = max(1, int(context.seed)) if context is not None else 1
+    threads = max(1, int(context.threads)) if context is not None else 1
+    labels = np.full(n, -1, dtype=np.int64)
+    t0 = time.perf_counter() if started is None else started
     t_links = time.perf_counter()
     with warnings.catch_warnings():
         # only calls of the 2.16 surface that raise no 3.0 deprecation notice are used
@@ -248,21 +290,22 @@ def cluster(
             markov_time=float(markov_time),
             options=infomap.Options(num_threads=threads),
         )
-        im.add_links(links)
+        im.add_links(np.ascontiguousarray(links, dtype=np.float64))
         t_built = time.perf_counter()
         result = im.run()
         t_run = time.perf_counter()
         # leaf (physical) nodes only; their finest module (= the top module when two-level)
         nodes, mods = _leaf_modules(im)
-    del im, links
+    del im
     labels[nodes] = mods - mods.min()
     t_end = time.perf_counter()
     build = t_built - t0
     total = t_end - t0
     log.info(
-        "infomap: %d items, %d in the network, %d links, %d modules, codelength %.4f; "
+        "%s: %d items, %d in the network, %d links, %d modules, codelength %.4f; "
         "links %.2f s + network build %.2f s = %.2f s (%.0f %% of %.2f s), optimise %.2f s, "
         "read modules %.2f s",
+        name,
         n,
         nodes.size,
         result.num_links,
