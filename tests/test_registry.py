@@ -41,6 +41,8 @@ CONTRACT_PARAMS = {
     "cdp_vote": {"th": 0.5},
     "cdp_mediator": {"th": 0.5},
     "infomap": {"min_sim": 0.5},
+    # k 10: K = 9 neighbours besides self, so the outlier window must be below 8
+    "facemap": {"window": 4},
     "cw": {"th": 0.5},
     "knn_dbscan": {"eps": 0.5},
     "fast_hac": {"distance": 1.0},

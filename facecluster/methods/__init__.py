@@ -62,6 +62,8 @@ FAMILIES: dict[str, str] = {
     "meanshift": "facecluster.methods.meanshift",
     "spectral": "facecluster.methods.spectral",
     "starfc": "facecluster.methods.starfc",
+    "fces": "facecluster.methods.fces",
+    "facemap": "facecluster.methods.facemap",
 }
 
 #: the kinds of extra input a family may declare in ``FamilySpec.needs``; the workflow
