@@ -779,7 +779,7 @@ def plot_cluster_sizes(
     for method, path in zip(methods, predicted, strict=True):
         pred[method] = read_labels(path) if os.path.getsize(path) else None
     fig = plots.cluster_sizes(true, pred, dataset=dataset, split=split)
-    plots.save(fig, png, svg)
+    plots.save(fig, png, svg, tight=False)  # constrained layout: everything inside
 
 
 def plot_sweep(

@@ -190,3 +190,10 @@ def test_sweep_points_become_variants_named_by_their_parameters(config):
     assert method_config(out, "gcnv/tau~0.7/tau_0~0.6", "ms1m") == method_config(
         out, "gcnv", "ms1m"
     )
+
+
+def test_named_sweeps_config_is_valid_over_the_default(config):
+    named = yaml.safe_load((ROOT / "config" / "sweeps.yaml").read_text())
+    config["datasets"]["synth"]["sweeps"] = named["datasets"]["synth"]["sweeps"]
+    out = validate_config(config)
+    assert {"gcnv/tau~0.8", "infomap/min_sim~0.58", "fces/theta~0.22"} <= set(out["methods"])
