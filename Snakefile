@@ -15,7 +15,6 @@ include: "rules/knn.smk"
 include: "rules/proposals.smk"
 include: "rules/train.smk"
 include: "rules/cluster.smk"
-include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 

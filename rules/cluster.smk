@@ -4,6 +4,8 @@ rule cluster:
     output:
         labels="results/{dataset}/{split}/{method}.labels",
         run="results/{dataset}/{split}/{method}.run.json",
+        # the cell: scored against the split's labels in the same job
+        cell="results/{dataset}/{split}/{method}.tsv",
     log:
         "results/logs/cluster/{dataset}/{split}/{method}.log",
     benchmark:

@@ -239,7 +239,7 @@ rule plot_cluster_sizes:
     input:
         gt=lambda wc: labels_path(wc.dataset, wc.split),
         pred=split_labels,
-        # the predictions' cells: a cluster job's labels are final once evaluated
+        # the cells: the cluster jobs that wrote the labels
         cells=split_cells,
     output:
         png=report(

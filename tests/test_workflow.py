@@ -81,7 +81,7 @@ def test_end_to_end_outputs(runs):
         assert b"<svg" in (out / "plots" / f"{plot}.svg").read_bytes()[:1000], plot
     assert "scikit-learn" in (out / "report" / "software.html").read_text()
     # every rule wrote its log and benchmark
-    rules = ("synthesize", "partition", "knn", "proposals", "train", "cluster", "evaluate", "table",
+    rules = ("synthesize", "partition", "knn", "proposals", "train", "cluster", "table",
              "table_scales", "table_split", "table_sweep", "plot_scales", "plot_precision_recall",
              "plot_time", "plot_cluster_sizes", "plot_sweep", "software")  # fmt: skip
     for rule in rules:
@@ -165,10 +165,10 @@ def test_rerun_has_nothing_to_do(runs):
 def test_dry_run_lists_whole_chain(tmp_path):
     proc = snakemake("-n", "results/synth/part9/gcnv.tsv", cwd=tmp_path)
     jobs = set(re.findall(r"^rule (\w+):", proc.stdout, flags=re.M))
-    assert jobs == {"synthesize", "partition", "knn", "train", "cluster", "evaluate"}
+    assert jobs == {"synthesize", "partition", "knn", "train", "cluster"}
 
 
-PUBLISHED = ROOT.parent / "shared" / "reference" / "published_results.tsv"
+PUBLISHED = ROOT / "config" / "published_results.tsv"  # shipped with the project
 
 
 def test_every_published_ms1m_id_resolves_with_ms1m_settings(tmp_path):
@@ -186,10 +186,12 @@ def test_every_published_ms1m_id_resolves_with_ms1m_settings(tmp_path):
     proc = snakemake("-n", "-p", *targets, cwd=tmp_path)
     for m in ids:
         assert f"results/ms1m/part1/{m}.tsv" in proc.stdout, m
-    # one kNN of part1 per backend at the largest k that MS1M's methods need (80): exact,
-    # and hnsw for GCN-D's published proposal sets
+    # one kNN of part1 per backend at the largest k that MS1M's methods need: exact at 257
+    # (FaceMap's 256 neighbours besides self; the others cut it to their k), and hnsw at 80
+    # for GCN-D's published proposal sets
+    assert {"fces", "facemap"} <= set(ids)
     knn_jobs = re.findall(r"results/ms1m/part1/knn/(\w+)\.npz", proc.stdout)
-    assert set(knn_jobs) == {"flat_k80", "hnsw_k80"}, knn_jobs
+    assert set(knn_jobs) == {"flat_k257", "hnsw_k80"}, knn_jobs
     for name in ("ms1m_2", "ms1m_5", "ms1m_8", "ms1m_20"):
         assert f"results/ms1m/part1/proposals/{name}.npz" in proc.stdout, name
     assert "results/ms1m/part0/proposals/ms1m_train_84.npz" in proc.stdout
@@ -255,7 +257,7 @@ def test_data_dir_dataset_skips_generation(tmp_path):
     work = tmp_path / "work"
     dry = snakemake("--configfile", str(cfg), "-n", cwd=work)
     jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
-    assert jobs == {"knn", "train", "cluster", "evaluate", "all", *ONE_SPLIT_REPORT}
+    assert jobs == {"knn", "train", "cluster", "all", *ONE_SPLIT_REPORT}
     snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
     table = pd.read_csv(work / "results" / "tables" / "mine.tsv", sep="\t", index_col="method")
     assert table.loc["cdp", "pairwise_f_part1"] > 0
@@ -297,7 +299,7 @@ def test_download_dataset_end_to_end(tmp_path, served_archive):
     work = tmp_path / "work"
     dry = snakemake("--configfile", str(cfg), "-n", "results/dl/part1/gcnv.tsv", cwd=work)
     jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
-    assert jobs == {"download", "extract", "partition", "knn", "train", "cluster", "evaluate"}
+    assert jobs == {"download", "extract", "partition", "knn", "train", "cluster"}
     snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
     table = pd.read_csv(work / "results" / "tables" / "dl.tsv", sep="\t", index_col="method")
     assert table.loc["cdp", "pairwise_f_part1"] > 0
@@ -350,7 +352,7 @@ def test_data_dir_knn_files_are_reused(tmp_path):
     work = tmp_path / "work"
     dry = snakemake("--configfile", str(cfg), "-n", cwd=work)
     jobs = set(re.findall(r"^rule (\w+):", dry.stdout, flags=re.M))
-    assert jobs == {"train", "cluster", "evaluate", "all", *ONE_SPLIT_REPORT}  # no kNN job
+    assert jobs == {"train", "cluster", "all", *ONE_SPLIT_REPORT}  # no kNN job
     assert "knns/part1_test/faiss_k_30.npz" in dry.stdout
     snakemake("--configfile", str(cfg), "--cores", "2", cwd=work)
     assert not (work / "results" / "mine" / "part1" / "knn").exists()
@@ -369,7 +371,7 @@ def test_slurm_profile_dry_run_of_the_ms1m_cell(tmp_path):
     )
     out = proc.stdout
     jobs = re.findall(r"^rule (\w+):", out, flags=re.M)
-    assert set(jobs) == {"download", "extract", "partition", "knn", "train", "cluster", "evaluate"}
+    assert set(jobs) == {"download", "extract", "partition", "knn", "train", "cluster"}
     gpus = {}
     for block in re.split(r"^(?=rule \w+:)", out, flags=re.M):
         m = re.match(r"rule (\w+):", block)
@@ -378,7 +380,7 @@ def test_slurm_profile_dry_run_of_the_ms1m_cell(tmp_path):
             gpus.setdefault(m.group(1), set()).add(int(found.group(1)) if found else 0)
     assert gpus["train"] == {1} and gpus["cluster"] == {1}
     assert 1 in gpus["knn"]  # part9 (5.21M images) goes to a GPU
-    assert gpus["evaluate"] == {0} and gpus["partition"] == {0}
+    assert gpus["partition"] == {0}
     assert "slurm_partition=gpu" in out
 
 

@@ -6,13 +6,16 @@ from facecluster import tasks  # noqa: E402
 
 tasks.run_logged(
     snakemake.log[0],
-    tasks.cluster,
+    tasks.cluster_cell,
     snakemake.input.features,
     snakemake.input.labels,
     snakemake.input.knn,
     snakemake.input.get("model"),
     snakemake.output.labels,
     snakemake.output.run,
+    snakemake.output.cell,
+    dataset=snakemake.wildcards.dataset,
+    split=snakemake.wildcards.split,
     method=snakemake.wildcards.method,
     method_cfg=snakemake.params.method_cfg,
     limits=snakemake.params.limits,
