@@ -58,6 +58,12 @@ METRIC_COLUMNS = [
 ]
 
 
+#: loggers whose INFO lines alarm without informing: faiss's loader reports every
+#: instruction-set build it did not find (AVX512, AVX2) as a ModuleNotFoundError before it
+#: loads the one that exists; its warnings and errors still reach the log
+QUIET_LOGGERS = ("faiss.loader",)
+
+
 def setup_logging(log_path: str | None = None) -> None:
     """Log to ``log_path`` (the rule's ``log:``) or stderr, with timestamps."""
     handler = logging.FileHandler(log_path, mode="w") if log_path else logging.StreamHandler()
@@ -67,6 +73,8 @@ def setup_logging(log_path: str | None = None) -> None:
         handlers=[handler],
         force=True,
     )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def peak_rss_mb() -> float:

@@ -263,3 +263,21 @@ def test_import_model_names_a_missing_role(tmp_path):
     with pytest.raises(InputError, match=r"expected det, iop, seg"):
         tasks.import_model({"det": str(weights)}, str(tmp_path / "m.pt"),
                            method="gcnds_2", method_cfg=cfg)  # fmt: skip
+
+
+def test_logs_carry_no_faiss_loader_noise(tmp_path):
+    """faiss's loader logs each missing AVX build as a ModuleNotFoundError at INFO."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "job.log"
+    code = (
+        "from facecluster.tasks import setup_logging; import logging; "
+        f"setup_logging({str(log)!r}); import faiss; "
+        "logging.getLogger('facecluster').info('kNN starts'); "
+        "logging.getLogger('faiss.loader').warning('a real problem')"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    text = log.read_text()
+    assert "kNN starts" in text and "a real problem" in text
+    assert "ModuleNotFoundError" not in text and "Loading faiss" not in text
