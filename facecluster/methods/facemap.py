@@ -182,21 +182,17 @@ def cluster(
     valid = nbrs >= 0
     cut, p = adaptive_cut(sims, valid, window)
     keep = (np.arange(nbrs.shape[1])[None, :] <= cut[:, None]) & valid & (p > 0)
-    src, col = np.nonzero(keep)
-    links = np.empty((src.size, 3), dtype=np.float64)
-    links[:, 0] = src
-    links[:, 1] = nbrs[src, col]
-    links[:, 2] = p[src, col]
+    links = _infomap.masked_links(nbrs, keep, p)
     del keep, p, sims, nbrs
     t_links = time.perf_counter()
     log.info(
         "facemap: %d links (%.1f per item; cut quantiles 10/50/90 %%: %s); cut %.2f s",
-        src.size,
-        src.size / max(1, knn.n),
+        len(links),
+        len(links) / max(1, knn.n),
         np.percentile(cut + 1, [10, 50, 90]).tolist() if cut.size else [],
         t_links - t0,
     )
-    if src.size == 0:
+    if len(links) == 0:
         labels = np.full(knn.n, -1, dtype=np.int64)
         timings = {}
     else:

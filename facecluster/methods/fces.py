@@ -225,23 +225,19 @@ def cluster(
     nep = edge_probability(knn, sigma)
     t_nep = time.perf_counter()
     keep = early_stop(knn, nep, theta)
-    src, col = np.nonzero(keep)
-    links = np.empty((src.size, 3), dtype=np.float64)
-    links[:, 0] = src
-    links[:, 1] = knn.nbrs[src, col]
-    links[:, 2] = nep[src, col]
+    links = _infomap.masked_links(knn.nbrs, keep, nep)
     emitted = keep.any(axis=1)
     del nep, keep
     t_links = time.perf_counter()
     log.info(
         "fces: %d links (%.1f per item), %d items emit none; NEP %.2f s, link selection %.2f s",
-        src.size,
-        src.size / max(1, knn.n),
+        len(links),
+        len(links) / max(1, knn.n),
         int((~emitted).sum()),
         t_nep - t0,
         t_links - t_nep,
     )
-    if src.size == 0:
+    if len(links) == 0:
         labels = np.full(knn.n, -1, dtype=np.int64)
     else:
         labels = _infomap.run_infomap(
@@ -257,7 +253,7 @@ def cluster(
         )
     if singleton_override:
         labels[~emitted] = -1
-    timings = dict(_infomap.LAST_TIMINGS) if src.size else {}
+    timings = dict(_infomap.LAST_TIMINGS) if len(links) else {}
     LAST_TIMINGS.clear()
     LAST_TIMINGS.update(
         edge_score=t_nep - t0,

@@ -43,7 +43,7 @@ from . import Cost, FamilySpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SPEC", "estimate", "knn_links", "cluster", "run_infomap"]
+__all__ = ["SPEC", "estimate", "knn_links", "masked_links", "cluster", "run_infomap"]
 
 
 def estimate(
@@ -139,11 +139,26 @@ def knn_links(knn: Knn, min_sim: float) -> np.ndarray:
     nbrs = knn.nbrs
     rows = np.arange(n, dtype=np.int64)[:, None]
     keep = (knn.sims >= min_sim) & (nbrs >= 0) & (nbrs != rows)
+    return masked_links(nbrs, keep, knn.sims)
+
+
+def masked_links(nbrs: np.ndarray, keep: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Links i -> nbrs[i, a] of weight weights[i, a] for every True ``keep[i, a]``.
+
+    Parameters
+    ----------
+    nbrs, keep, weights : (N, k) neighbour ids, selection mask and link weights.
+
+    Returns
+    -------
+    links : float64 C-contiguous (E, 3), rows ``(i, j, weight)`` in row-major order (the
+        layout of ``Infomap.add_links``; float64 keeps ids exact beyond 2^24).
+    """
     src, col = np.nonzero(keep)
     links = np.empty((src.size, 3), dtype=np.float64)
     links[:, 0] = src
     links[:, 1] = nbrs[src, col]
-    links[:, 2] = knn.sims[src, col]
+    links[:, 2] = weights[src, col]
     return links
 
 
