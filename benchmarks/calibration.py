@@ -163,9 +163,9 @@ def main(argv=None):
         tau_0 = g["params"]["tau_0"]
         f_true = f_score(lab, gcnv.peaks_to_labels(*gcnv.confidence_to_peaks(kg, target), tau_0))
         f_int = f_score(lab, gcnv.peaks_to_labels(*gcnv.confidence_to_peaks(kg, conf), tau_0))
-        f_fin = f_score(lab, gcnv.cluster(f, kg, context=ctx, model=model, **g["params"]))
+        f_fin = f_score(lab, gcnv.cluster(f, kg, context=ctx, model=model, **g["params"]).labels)
         f_dp = f_score(
-            lab, density_peaks.cluster(f, knn.truncate(d["k"]), context=ctx, **d["params"])
+            lab, density_peaks.cluster(f, knn.truncate(d["k"]), context=ctx, **d["params"]).labels
         )
         f_cdp = f_score(lab, cdp.cluster(f, knn.truncate(c["k"]), context=ctx, **c["params"]))
         row = (

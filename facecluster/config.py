@@ -25,6 +25,10 @@ __all__ = [
     "proposal_sets",
     "sweep_points",
     "sweep_variant",
+    "grid_points",
+    "calibration_of",
+    "is_labelled",
+    "UNLABELLED_SPLIT",
     "SCHEMA_PATH",
 ]
 
@@ -170,11 +174,23 @@ def _reference_errors(config: dict) -> list[str]:
                     f"datasets.{name}.methods[{i}]: {m!r} needs a committee of feature sets; "
                     f"dataset {name!r} has none (datasets.{name}.committee)"
                 )
-            if spec.supervised and not _has_train_split(d):
-                out.append(
-                    f"datasets.{name}.methods[{i}]: {m!r} is trained on the dataset's train "
-                    f"split {d.get('train_split')!r}, which dataset {name!r} does not have"
-                )
+            if spec.supervised:
+                out += _model_source_errors(config, name, i, m)
+            if not is_labelled(d):
+                cfg = method_config(config, m, name)
+                if cfg["params"].get("n_clusters") == "true":
+                    out.append(
+                        f"datasets.{name}.methods[{i}]: {m!r} uses the true number of "
+                        f'identities (n_clusters: "true"), which unlabelled dataset {name!r} '
+                        f"does not have: set methods.{m}.per_dataset.{name}.params.n_clusters"
+                    )
+        if not is_labelled(d) and d.get("sweeps"):
+            out.append(
+                f"datasets.{name}.sweeps: sweeps are scored against labels, which unlabelled "
+                f"dataset {name!r} does not have (calibrate picks a value on a labelled split)"
+            )
+        if d.get("train_on") is not None:
+            out += _train_on_errors(config, f"datasets.{name}.train_on", d["train_on"])
         if d.get("committee") and d.get("source") not in ("synthetic", "data_dir"):
             out.append(
                 f"datasets.{name}.committee: committee feature sets come from synthetic or "
@@ -202,9 +218,132 @@ def _reference_errors(config: dict) -> list[str]:
                         f"(archives hold: {', '.join(sorted(held))})"
                     )
     out += _sweep_errors(config, specs)
+    out += _calibration_errors(config, specs)
     for i, d in enumerate(config.get("all", [])):
         if d not in datasets:
             out.append(f"all[{i}]: unknown dataset {d!r} (configured: {', '.join(datasets)})")
+    return out
+
+
+def _train_on_errors(config: dict, key: str, source: str) -> list[str]:
+    """``train_on`` names a configured, labelled dataset with a train split."""
+    datasets = config.get("datasets", {})
+    if source not in datasets:
+        return [f"{key}: unknown dataset {source!r} (configured: {', '.join(datasets)})"]
+    if not _has_train_split(datasets[source]):
+        return [f"{key}: dataset {source!r} has no labelled train split to train on"]
+    return []
+
+
+def _model_source_errors(config: dict, dataset: str, i: int, method: str) -> list[str]:
+    """Where a supervised method's model comes from on ``dataset``: released weights, a
+    model file, another dataset's training (``train_on``) or its own train split."""
+    m = config["methods"][method]
+    over = m.get("per_dataset", {}).get(dataset, {})
+    cfg = method_config(config, method, dataset)
+    key = f"methods.{method}.per_dataset.{dataset}"
+    if "model" in over and ("train_on" in over or cfg["pretrained"]):
+        return [f"{key}: a model file excludes train_on and pretrained (one source of weights)"]
+    if cfg["pretrained"] or cfg["model"]:
+        return []
+    if cfg["train_on"] is not None:
+        where = f"{key}.train_on" if "train_on" in over else f"datasets.{dataset}.train_on"
+        return _train_on_errors(config, where, cfg["train_on"])
+    d = config["datasets"][dataset]
+    if not _has_train_split(d):
+        why = (
+            "unlabelled"
+            if not is_labelled(d)
+            else f"without its train split {d.get('train_split')!r}"
+        )
+        return [
+            f"datasets.{dataset}.methods[{i}]: {method!r} is trained, and dataset {dataset!r} "
+            f"is {why}: train it elsewhere (datasets.{dataset}.train_on: <labelled dataset>, "
+            f"or {key}.model: <model file>)"
+        ]
+    return []
+
+
+def _grid_errors(key: str, method: str, grid: dict, config: dict, specs: dict) -> list[str]:
+    """A grid names parameters of ``method``'s family, with values its schema accepts."""
+    out = []
+    methods = config.get("methods", {})
+    if method not in methods:
+        return [f"{key}: unknown method {method!r} (configured: {', '.join(methods)})"]
+    spec = specs.get(methods[method].get("family"))
+    if spec is None:
+        return out
+    known = spec.params_schema()["properties"]
+    for param, values in grid.items():
+        if param not in known:
+            out.append(
+                f"{key}.grid.{param}: family {methods[method]['family']!r} has no "
+                f"parameter {param!r} (its parameters: {', '.join(sorted(known))})"
+            )
+            continue
+        validator = jsonschema.Draft202012Validator(known[param])
+        for j, value in enumerate(values):
+            for err in validator.iter_errors(value):
+                out.append(f"{key}.grid.{param}[{j}]: {err.message}")
+    return out
+
+
+def calibration_of(config: dict, dataset: str, method: str) -> dict | None:
+    """The calibration of ``method`` on ``dataset`` (its ``calibrate`` entry, with ``on``
+    resolved to a dataset and split, and the grid's points), or None."""
+    for entry in config["datasets"][dataset].get("calibrate", []):
+        if entry["method"] == method:
+            on = entry.get("on") or f"{dataset}/{config['datasets'][dataset]['train_split']}"
+            on_dataset, on_split = on.split("/")
+            return {
+                "method": method,
+                "dataset": on_dataset,
+                "split": on_split,
+                "metric": entry.get("metric", "pairwise_f"),
+                "grid": entry["grid"],
+                "points": grid_points(entry["grid"]),
+            }
+    return None
+
+
+def _calibration_errors(config: dict, specs: dict) -> list[str]:
+    """A calibration names one of the dataset's methods, a grid of its parameters, and a
+    labelled split other than those the dataset is evaluated on."""
+    out = []
+    datasets = config.get("datasets", {})
+    for name, d in datasets.items():
+        seen = set()
+        for i, entry in enumerate(d.get("calibrate", [])):
+            key = f"datasets.{name}.calibrate[{i}]"
+            method = entry["method"]
+            if method in seen:
+                out.append(f"{key}.method: a second calibration of {method!r}")
+            seen.add(method)
+            if method not in d.get("methods", []):
+                out.append(f"{key}.method: {method!r} is not one of datasets.{name}.methods")
+            out += _grid_errors(key, method, entry["grid"], config, specs)
+            on = entry.get("on")
+            if on is None:
+                if not _has_train_split(d):
+                    out.append(
+                        f"{key}.on: dataset {name!r} has no labelled train split: name a "
+                        f"labelled dataset/split to calibrate on"
+                    )
+                continue
+            on_dataset, on_split = on.split("/")
+            if on_dataset not in datasets:
+                out.append(f"{key}.on: unknown dataset {on_dataset!r}")
+                continue
+            src = datasets[on_dataset]
+            if not is_labelled(src):
+                out.append(f"{key}.on: dataset {on_dataset!r} is unlabelled: nothing to score")
+            elif on_split not in (src.get("train_split"), *src.get("test_splits", [])):
+                out.append(f"{key}.on: dataset {on_dataset!r} has no split {on_split!r}")
+            if on_dataset == name and on_split in d.get("test_splits", []):
+                out.append(
+                    f"{key}.on: {on} is a split the calibrated cells are evaluated on "
+                    f"(calibrate on the train split or another labelled set)"
+                )
     return out
 
 
@@ -265,33 +404,14 @@ def _extra_input_errors(config: dict, specs: dict) -> list[str]:
 def _sweep_errors(config: dict, specs: dict) -> list[str]:
     """A sweep names a configured variant and parameters of its family, with valid values."""
     out = []
-    methods = config.get("methods", {})
     for name, d in config.get("datasets", {}).items():
         seen = set()
         for i, sweep in enumerate(d.get("sweeps", [])):
-            method, grid = sweep["method"], sweep["grid"]
             key = f"datasets.{name}.sweeps[{i}]"
-            if method in seen:
-                out.append(f"{key}.method: a second sweep of {method!r}")
-            seen.add(method)
-            if method not in methods:
-                out.append(f"{key}: unknown method {method!r} (configured: {', '.join(methods)})")
-                continue
-            spec = specs.get(methods[method].get("family"))
-            if spec is None:
-                continue
-            known = spec.params_schema()["properties"]
-            for param, values in grid.items():
-                if param not in known:
-                    out.append(
-                        f"{key}.grid.{param}: family {methods[method]['family']!r} has no "
-                        f"parameter {param!r} (its parameters: {', '.join(sorted(known))})"
-                    )
-                    continue
-                validator = jsonschema.Draft202012Validator(known[param])
-                for j, value in enumerate(values):
-                    for err in validator.iter_errors(value):
-                        out.append(f"{key}.grid.{param}[{j}]: {err.message}")
+            if sweep["method"] in seen:
+                out.append(f"{key}.method: a second sweep of {sweep['method']!r}")
+            seen.add(sweep["method"])
+            out += _grid_errors(key, sweep["method"], sweep["grid"], config, specs)
     return out
 
 
@@ -302,35 +422,97 @@ def sweep_variant(method: str, point: dict) -> str:
     return "/".join([method, *(f"{param}~{value}" for param, value in point.items())])
 
 
+def grid_points(grid: dict) -> list[dict]:
+    """Every point of a grid ({param: [values]}): the product of the value lists, in the
+    config's order."""
+    params = list(grid)
+    return [
+        dict(zip(params, values, strict=True))
+        for values in itertools.product(*(grid[p] for p in params))
+    ]
+
+
 def sweep_points(config: dict, dataset: str) -> dict[str, list[dict]]:
-    """Every point of each sweep of ``dataset``: method -> [{param: value}, ...], the
-    product of the grid's value lists in the config's order."""
-    out = {}
-    for sweep in config["datasets"][dataset].get("sweeps", []):
-        method, grid = sweep["method"], sweep["grid"]
-        params = list(grid)
-        out[method] = [
-            dict(zip(params, values, strict=True))
-            for values in itertools.product(*(grid[p] for p in params))
-        ]
+    """Every point of each sweep of ``dataset``: method -> [{param: value}, ...]."""
+    return {
+        sweep["method"]: grid_points(sweep["grid"])
+        for sweep in config["datasets"][dataset].get("sweeps", [])
+    }
+
+
+def _register_point(config: dict, method: str, point: dict, dataset: str) -> None:
+    """Make ``sweep_variant(method, point)`` a variant of ``method`` with the point's
+    ``params`` set for ``dataset`` (over its ``per_dataset`` entry), so that every rule
+    treats it as any other variant; its training settings are the method's, so a trained
+    method's points share its model. A point clustered on several datasets (a sweep here,
+    a calibration there) is one variant with an entry per dataset."""
+    name = sweep_variant(method, point)
+    variant = config["methods"].get(name) or copy.deepcopy(config["methods"][method])
+    base = config["methods"][method].get("per_dataset", {}).get(dataset, {})
+    over = variant.setdefault("per_dataset", {}).setdefault(dataset, copy.deepcopy(base))
+    over.setdefault("params", {}).update(point)
+    config["methods"][name] = variant
+
+
+def _add_point_variants(config: dict) -> None:
+    """Register the points of every sweep (on the swept dataset) and of every calibration
+    (on the dataset it is calibrated on)."""
+    for dataset in list(config["datasets"]):
+        for method, points in sweep_points(config, dataset).items():
+            for point in points:
+                _register_point(config, method, point, dataset)
+        for entry in config["datasets"][dataset].get("calibrate", []):
+            cal = calibration_of(config, dataset, entry["method"])
+            for point in cal["points"]:
+                _register_point(config, cal["method"], point, cal["dataset"])
+
+
+#: splits of a partitioned (or downloaded) dataset unless it names its own
+DEFAULT_SPLITS = {
+    "train_split": "part0",
+    "test_splits": ["part1", "part3", "part5", "part7", "part9"],
+}
+
+#: the one split of an unlabelled dataset
+UNLABELLED_SPLIT = "all"
+
+
+def _fill_dataset_defaults(config: dict) -> list[str]:
+    """Defaults that depend on the source: an unlabelled dataset is one split ``all`` with no
+    train split (and its ``.npy`` gives its dim later, :func:`check_inputs`); every other
+    source gets ``dim`` 256, ``train_split`` part0 and ``test_splits`` part1..part9. Returns
+    the errors of an unlabelled dataset that names other splits."""
+    out = []
+    for name, d in config.get("datasets", {}).items():
+        if d.get("source") == "unlabelled":
+            if d.get("test_splits", [UNLABELLED_SPLIT]) != [UNLABELLED_SPLIT]:
+                out.append(
+                    f"datasets.{name}.test_splits: an unlabelled dataset is one split "
+                    f"{UNLABELLED_SPLIT!r}, got {d['test_splits']}"
+                )
+            if "train_split" in d:
+                out.append(
+                    f"datasets.{name}.train_split: an unlabelled dataset has no train split "
+                    f"(train_on: <labelled dataset> trains its supervised methods elsewhere)"
+                )
+            d["test_splits"] = [UNLABELLED_SPLIT]
+            d["train_split"] = None
+            d.setdefault("dim", None)
+        else:
+            d.setdefault("dim", 256)
+            for key, value in DEFAULT_SPLITS.items():
+                d.setdefault(key, copy.deepcopy(value))
     return out
 
 
-def _add_sweep_variants(config: dict) -> None:
-    """Register each sweep point as a variant of its method with the point's ``params``
-    set for the swept dataset (over its ``per_dataset`` entry), so that every rule treats it
-    as any other variant; its training settings are the method's, so a trained method's
-    points share its model."""
-    for dataset in config["datasets"]:
-        for method, points in sweep_points(config, dataset).items():
-            for point in points:
-                variant = copy.deepcopy(config["methods"][method])
-                over = variant.setdefault("per_dataset", {}).setdefault(dataset, {})
-                over.setdefault("params", {}).update(point)
-                config["methods"][sweep_variant(method, point)] = variant
+def is_labelled(d: dict) -> bool:
+    """Whether a dataset's items carry labels (every source but ``unlabelled``)."""
+    return d.get("source") != "unlabelled"
 
 
 def _has_train_split(d: dict) -> bool:
+    if not is_labelled(d):
+        return False
     if d.get("source") == "download":
         held = {s for a in d.get("archives", {}).values() for s in a.get("splits", [])}
         return d.get("train_split") in held
@@ -341,7 +523,9 @@ def method_config(config: dict, method: str, dataset: str) -> dict:
     """The settings of ``method`` on ``dataset``: the method's own ``k``, ``knn_backend``,
     ``params``, ``train``, ``limits``, ``upstream`` and ``pretrained``, with the method's
     ``per_dataset`` entry for ``dataset`` merged over them (``params``, ``train`` and
-    ``limits`` key by key; ``pretrained`` as a whole).
+    ``limits`` key by key; ``pretrained`` as a whole). ``train_on`` (the dataset whose
+    train split a supervised method trains on; None: its own) comes from the entry, else
+    from the dataset; ``model`` (a model file to use as it is) from the entry only.
 
     The variant keeps its published name (``cdp`` on DeepFashion runs with k 2, th 0.5,
     max_sz 200), so the cell joins the published tables by name.
@@ -356,11 +540,15 @@ def method_config(config: dict, method: str, dataset: str) -> dict:
         "limits": dict(m.get("limits", {})),
         "upstream": m.get("upstream"),
         "pretrained": m.get("pretrained"),
+        "train_on": config["datasets"].get(dataset, {}).get("train_on"),
+        "model": None,
     }
     over = m.get("per_dataset", {}).get(dataset, {})
-    for key in ("k", "knn_backend", "pretrained"):
+    for key in ("k", "knn_backend", "pretrained", "train_on", "model"):
         if key in over:
             out[key] = over[key]
+    if "model" in over and "train_on" not in over:
+        out["train_on"] = None  # a model file wins over the dataset's train_on
     for key in ("params", "train", "limits"):
         out[key].update(over.get(key, {}))
     return out
@@ -378,8 +566,8 @@ def method_limits(config: dict, method: str, dataset: str) -> dict:
 def validate_config(config: dict, schema: dict | str | Path | None = None) -> dict:
     """Validate ``config`` in place (filling defaults) and return it.
 
-    Each point of a dataset's ``sweeps`` is then added to ``methods`` as a variant named
-    by :func:`sweep_variant` (``cdp/th~0.65``).
+    Each point of a dataset's ``sweeps`` and ``calibrate`` grids is then added to
+    ``methods`` as a variant named by :func:`sweep_variant` (``cdp/th~0.65``).
 
     Raises
     ------
@@ -396,8 +584,8 @@ def validate_config(config: dict, schema: dict | str | Path | None = None) -> di
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
     errors = _schema_errors(config, schema)
     if not errors:
-        errors = _reference_errors(config)
+        errors = _fill_dataset_defaults(config) or _reference_errors(config)
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
-    _add_sweep_variants(config)
+    _add_point_variants(config)
     return config

@@ -31,7 +31,11 @@ __all__ = [
     "InputError",
     "Knn",
     "atomic_path",
+    "FeatureFile",
+    "inspect_features",
+    "feature_mean",
     "read_features",
+    "read_ids",
     "write_features",
     "read_labels",
     "write_labels",
@@ -100,13 +104,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def l2_normalize(
-    x: np.ndarray, *, source: str = "features", chunk_rows: int = 1 << 18
+    x: np.ndarray, *, source: str = "features", chunk_rows: int = 1 << 16, first_row: int = 0
 ) -> np.ndarray:
     """Divide each row of ``x`` (N, D) by its Euclidean norm, in place; return ``x``.
 
     Norms are computed in float64 (row chunks bound the extra memory), so large finite
     values do not overflow. Raises :class:`InputError` naming ``source`` if a row has zero
-    norm.
+    norm (no direction), numbering rows from ``first_row``.
     """
     for start in range(0, x.shape[0], chunk_rows):
         block = x[start : start + chunk_rows]
@@ -114,11 +118,139 @@ def l2_normalize(
         bad = np.flatnonzero(norms == 0)
         if bad.size:
             raise InputError(
-                f"{source}: row(s) with zero norm cannot be L2-normalised "
-                f"(first rows: {(start + bad[:5]).tolist()})"
+                f"{source}: row(s) with zero norm (all zero: no direction) cannot be "
+                f"L2-normalised (first rows: {(first_row + start + bad[:5]).tolist()})"
             )
         block /= norms[:, None]
     return x
+
+
+#: feature dimensions offered when a ``.bin`` file's size does not fit the configured one
+COMMON_DIMS = (64, 128, 192, 256, 384, 512, 768, 1024, 2048, 4096)
+
+#: rows read (and converted to float32) at a time: bounds the memory beyond the result
+CHUNK_ROWS = 1 << 16
+
+
+@dataclass(frozen=True)
+class FeatureFile:
+    """Where the rows of a feature file lie, read from its header or size, not its values.
+
+    Attributes
+    ----------
+    path : the file (``.npy``, or a headerless float32 ``.bin``).
+    n, dim : its shape (N, D).
+    dtype : the stored dtype (float16/32/64; ``.bin`` is little-endian float32).
+    offset : bytes before the first row (the ``.npy`` header).
+    """
+
+    path: Path
+    n: int
+    dim: int
+    dtype: np.dtype
+    offset: int
+
+
+def _fitting_dims(values: int) -> str:
+    fits = [f"{d} (N={values // d:,})" for d in COMMON_DIMS if values % d == 0]
+    return "dims that fit: " + ", ".join(fits) if fits else "no common dim fits it"
+
+
+def inspect_features(path: str | os.PathLike, dim: int | None = None) -> FeatureFile:
+    """Shape and dtype of a feature file from its ``.npy`` header, or for a ``.bin`` from its
+    size and ``dim``; reads no values.
+
+    Raises
+    ------
+    InputError
+        Missing or empty file; a ``.npy`` that is not 2-D floating point (float16/32/64), is
+        stored in Fortran order, is shorter than its header says (truncated) or whose
+        width differs from ``dim``; a ``.bin`` without ``dim`` or whose size is not a whole
+        number of dim-wide float32 rows (the message names the dims that would fit).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: feature file not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path}: feature file is empty")
+    if path.suffix == ".npy":
+        try:
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read_header(fh)
+                offset = fh.tell()
+        except (ValueError, OSError, SyntaxError) as exc:
+            raise InputError(f"{path}: not a readable .npy file ({exc})") from exc
+        if len(shape) != 2:
+            raise InputError(f"{path}: features must be a 2-D array (N, D), got shape {shape}")
+        if dtype.kind != "f" or dtype.itemsize not in (2, 4, 8):
+            raise InputError(f"{path}: features must be float16, float32 or float64, got {dtype}")
+        if fortran and shape[0] > 1 and shape[1] > 1:
+            raise InputError(
+                f"{path}: stored in Fortran (column-major) order; save it with "
+                f"np.save(path, np.ascontiguousarray(x))"
+            )
+        n, d = int(shape[0]), int(shape[1])
+        if n == 0 or d == 0:
+            raise InputError(f"{path}: no features (shape {shape})")
+        if dim is not None and d != dim:
+            raise InputError(f"{path}: features of dim {d}, but the configured dim is {dim}")
+        need = offset + n * d * dtype.itemsize
+        if size < need:
+            raise InputError(
+                f"{path}: truncated: its header says {n:,} rows of dim {d} ({need:,} bytes), "
+                f"the file has {size:,} bytes"
+            )
+        return FeatureFile(path, n, d, dtype, offset)
+    if dim is None:
+        raise InputError(f"{path}: a headerless .bin needs its dim (the config's `dim`)")
+    row_bytes = 4 * dim
+    if size % row_bytes:
+        hint = "not a whole number of float32 values" if size % 4 else _fitting_dims(size // 4)
+        raise InputError(
+            f"{path}: {size:,} bytes is not a whole number of dim-{dim} float32 rows "
+            f"(truncated file or wrong dimension; {hint})"
+        )
+    return FeatureFile(path, size // row_bytes, dim, np.dtype("<f4"), 0)
+
+
+def _row_chunks(src: FeatureFile, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, float32 block) for consecutive blocks of rows, read with plain file reads
+    (a memory map would count the whole file in the job's resident memory)."""
+    row_bytes = src.dim * src.dtype.itemsize
+    with open(src.path, "rb") as fh:
+        fh.seek(src.offset)
+        for start in range(0, src.n, chunk_rows):
+            rows = min(chunk_rows, src.n - start)
+            raw = fh.read(rows * row_bytes)
+            if len(raw) != rows * row_bytes:
+                raise InputError(f"{src.path}: truncated at row {start + len(raw) // row_bytes:,}")
+            block = np.frombuffer(raw, dtype=src.dtype).reshape(rows, src.dim)
+            yield start, block.astype(np.float32)
+
+
+def feature_mean(path: str | os.PathLike, dim: int | None = None) -> np.ndarray:
+    """The mean row of a feature file (float64, (D,)), read in blocks of rows; for the
+    ``normalise: centre`` convention."""
+    src = inspect_features(path, dim)
+    total = np.zeros(src.dim, dtype=np.float64)
+    for start, block in _row_chunks(src, CHUNK_ROWS):
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            _raise_not_finite(src.path, start + np.flatnonzero(~finite), None)
+        total += block.sum(axis=0, dtype=np.float64)
+    return total / src.n
+
+
+def _raise_not_finite(path, bad: np.ndarray, count: int | None) -> None:
+    count = bad.size if count is None else count
+    raise InputError(f"{path}: {count} row(s) contain NaN or Inf (first rows: {bad[:5].tolist()})")
 
 
 def read_features(
@@ -128,58 +260,97 @@ def read_features(
     *,
     normalize: bool = True,
     labels_path: str | os.PathLike | None = None,
+    centre: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Read a ``.bin`` feature file into a float32 array of shape (N, dim).
+    """Read a feature file into a float32 array of shape (N, dim).
 
     Parameters
     ----------
-    path : path of the raw float32 file.
+    path : a raw little-endian float32 ``.bin``, or a ``.npy`` of float16/32/64 (N, dim).
     dim : feature dimension D.
     n_items : expected number of rows N (e.g. the number of labels); ``None`` infers it.
     normalize : L2-normalise every row (the convention of every reference system).
     labels_path : only used to name the label file in length-mismatch errors.
+    centre : a (D,) vector subtracted from every row before normalising (``normalise:
+        centre``: embeddings whose directions share a large common component).
+
+    Rows are read and converted in blocks, so the peak memory is the float32 result plus
+    one block, whatever the stored dtype.
 
     Raises
     ------
     InputError
-        Missing file, size not a multiple of ``dim`` float32 values (truncated file or wrong
-        dimension), row count different from ``n_items``, NaN/Inf values, zero rows.
+        Missing, empty or truncated file, wrong dimension (a ``.bin`` whose size fits no
+        whole number of rows names the dims that would), row count different from
+        ``n_items``, NaN/Inf values, zero rows, each naming the file and the first rows.
+    """
+    path = Path(path)
+    other = f" in {labels_path}" if labels_path else ""
+    if n_items is not None and path.suffix != ".npy" and path.is_file():
+        size, expected = path.stat().st_size, n_items * 4 * dim
+        if size != expected:
+            hint = f"it holds {size / 4 / n_items:.6g} float32 values per item" if n_items else ""
+            raise InputError(
+                f"{path}: feature/label length mismatch or wrong dimension: {size:,} bytes, "
+                f"but {n_items:,} labels{other} of dim {dim} need {expected:,} bytes ({hint})"
+            )
+    src = inspect_features(path, dim)
+    if n_items is not None and src.n != n_items:
+        raise InputError(
+            f"{path}: feature/label length mismatch: {src.n:,} rows, but {n_items:,} labels{other}"
+        )
+    feats = np.empty((src.n, src.dim), dtype=np.float32)
+    bad, n_bad = [], 0
+    shift = None if centre is None else np.asarray(centre, dtype=np.float32)
+    for start, block in _row_chunks(src, CHUNK_ROWS):
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            rows = start + np.flatnonzero(~finite)
+            n_bad += rows.size
+            bad.extend(rows[: max(0, 5 - len(bad))].tolist())
+            continue
+        if n_bad:
+            continue
+        if shift is not None:
+            block -= shift
+        if normalize:
+            l2_normalize(block, source=str(src.path), first_row=start)
+        feats[start : start + block.shape[0]] = block
+    if n_bad:
+        _raise_not_finite(src.path, np.asarray(bad), n_bad)
+    return feats
+
+
+def read_ids(path: str | os.PathLike, n_items: int, features: str | os.PathLike) -> np.ndarray:
+    """The ids of a feature file's rows (``ids``: one string per line, e.g. the image path)
+    -> object array (N,).
+
+    Raises
+    ------
+    InputError
+        Missing file, a line count other than the ``n_items`` rows of ``features``, empty
+        ids, duplicate ids (naming the first ones and their lines).
     """
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: feature file not found")
-    size = path.stat().st_size
-    row_bytes = 4 * dim
-    if n_items is not None:
-        expected = n_items * row_bytes
-        if size != expected:
-            other = f" in {labels_path}" if labels_path else ""
-            hint = (
-                f"it holds {size / 4 / n_items:.6g} float32 values per item"
-                if n_items
-                else "no items expected"
-            )
-            raise InputError(
-                f"{path}: feature/label length mismatch or wrong dimension: {size} bytes, but "
-                f"{n_items} labels{other} of dim {dim} need {expected} bytes ({hint})"
-            )
-    elif size == 0 or size % row_bytes:
+        raise InputError(f"{path}: ids file not found")
+    text = path.read_text(encoding="utf-8", errors="strict")
+    ids = pd.Series(text.splitlines(), dtype=object)
+    if ids.size != n_items:
         raise InputError(
-            f"{path}: {size} bytes is not a whole number of dim-{dim} float32 rows "
-            f"(truncated file or wrong dimension)"
+            f"{path}: {ids.size:,} ids, but {features} has {n_items:,} rows (one id per line, "
+            f"line i naming row i)"
         )
-    n = size // row_bytes
-    feats = np.fromfile(path, dtype="<f4", count=n * dim).reshape(n, dim)
-    feats = np.ascontiguousarray(feats, dtype=np.float32)
-    finite = np.isfinite(feats).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
+    empty = np.flatnonzero((ids.str.strip() == "").to_numpy())
+    if empty.size:
         raise InputError(
-            f"{path}: {bad.size} row(s) contain NaN or Inf (first rows: {bad[:5].tolist()})"
+            f"{path}: {empty.size} empty id(s) (first lines: {(empty[:5] + 1).tolist()})"
         )
-    if normalize:
-        l2_normalize(feats, source=str(path))
-    return feats
+    dup = np.flatnonzero(ids.duplicated(keep=False).to_numpy())
+    if dup.size:
+        first = ", ".join(f"{ids.iat[i]!r} (line {i + 1})" for i in dup[:5])
+        raise InputError(f"{path}: {dup.size} lines hold duplicate ids: {first}")
+    return ids.to_numpy()
 
 
 def write_features(path: str | os.PathLike, features: np.ndarray) -> None:

@@ -27,11 +27,22 @@ from .data.download import extract as extract_archive
 from .data.download import fetch
 from .data.partition import partition_files
 from .data.synthetic import SyntheticSpec, generate_blocks, generate_member_blocks
+from .diagnostics import cluster_summary, threshold_warnings
 from .graph import finalize_labels
-from .io import InputError, atomic_path, read_features, read_knn, read_labels, write_knn
+from .io import (
+    InputError,
+    atomic_path,
+    feature_mean,
+    inspect_features,
+    read_features,
+    read_ids,
+    read_knn,
+    read_labels,
+    write_knn,
+)
 from .io import write_labels as _write_labels
 from .knn import build_knn_from_spec
-from .methods import Context, get_family
+from .methods import Context, as_clustering, get_family
 from .proposals import Proposals
 from .proposals import generate as generate_proposals
 from .resources import refusal
@@ -54,8 +65,17 @@ METRIC_COLUMNS = [
     "nmi",
     "seconds",
     "peak_rss_mb",
+    "n_singletons",
+    "largest_cluster",
+    "size_p50",
+    "size_p90",
+    "size_p99",
+    "warning",
     "note",
 ]
+
+#: the cluster-size summary columns of a cell (:func:`diagnostics.cluster_summary`)
+SUMMARY_COLUMNS = ("n_singletons", "largest_cluster", "size_p50", "size_p90", "size_p99")
 
 
 #: loggers whose INFO lines alarm without informing: faiss's loader reports every
@@ -279,11 +299,42 @@ def place_split(
     return info
 
 
-def load_split(features: str, labels: str | None, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Features (N, dim) L2-normalised, and labels (N,) when a label file is given."""
+def load_split(
+    features: str, labels: str | None, dim: int, centre: str | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features (N, dim) L2-normalised (after subtracting the mean in ``centre``, a file
+    written by :func:`centre`, when given), and labels (N,) when a label file is given."""
     lab = read_labels(labels) if labels else None
-    feats = read_features(features, dim, None if lab is None else lab.size, labels_path=labels)
+    feats = read_features(
+        features,
+        dim,
+        None if lab is None else lab.size,
+        labels_path=labels,
+        centre=load_centre(centre, dim),
+    )
     return feats, lab
+
+
+def centre(features: str, out: str, *, dim: int) -> np.ndarray:
+    """The mean feature row of a split (float64 (dim,), ``.npy``), for ``normalise: centre``."""
+    mean = feature_mean(features, dim)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, mean)
+    log.info("mean of %s: norm %.4f", features, float(np.linalg.norm(mean)))
+    return mean
+
+
+def load_centre(path: str | None, dim: int) -> np.ndarray | None:
+    """The mean row written by :func:`centre`, or None without a file."""
+    if not path:
+        return None
+    try:
+        mean = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable mean-row file ({exc})") from exc
+    if mean.shape != (dim,):
+        raise InputError(f"{path}: a mean row of shape {mean.shape}, the features have dim {dim}")
+    return mean
 
 
 # ---------------------------------------------------------------------------------------- kNN
@@ -299,9 +350,10 @@ def knn(
     backend: dict,
     threads: int,
     seed: int,
+    centre: str | None = None,
 ) -> None:
     """Build the kNN graph of one split with one backend and k, and write it as ``.npz``."""
-    feats, _ = load_split(features, labels, dim)
+    feats, _ = load_split(features, labels, dim, centre)
     t0 = time.perf_counter()
     graph = build_knn_from_spec(feats, k, backend, threads=threads, seed=seed, source=str(features))
     log.info(
@@ -325,9 +377,10 @@ def proposals(
     dim: int,
     threads: int,
     seed: int,
+    centre: str | None = None,
 ) -> None:
     """Generate one proposal set (a config ``proposals`` entry) on one split; write ``.npz``."""
-    feats, _ = load_split(features, labels, dim)
+    feats, _ = load_split(features, labels, dim, centre)
     graph = read_knn(knn_path, feats.shape[0])
     t0 = time.perf_counter()
     props = generate_proposals(
@@ -365,17 +418,23 @@ def train(
     threads: int,
     device: str,
     extra: dict | None = None,
+    centre: str | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
 ) -> None:
     """Train a supervised method on a labelled split; write its model with :func:`torch.save`.
 
     ``method_cfg`` is the method's settings on the dataset (``config.method_config``); the
     model depends only on its training (family, k, kNN backend, ``train`` block, split), so
-    every variant that shares those shares the file.
+    every variant that shares those shares the file. The file records what applying it
+    needs (family, feature dim, k, kNN backend, the variant's params) and where it was
+    trained (``dataset``, ``split``), so that a dataset that takes it from elsewhere is
+    checked against it.
     """
     family = get_family(method_cfg["family"])
     if not family.SPEC.supervised:
         raise ValueError(f"method {method!r} (family {method_cfg['family']}) is not supervised")
-    feats, lab = load_split(features, labels, dim)
+    feats, lab = load_split(features, labels, dim, centre)
     graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
     checkpoint = f"{out_model}.ckpt"
     ctx = _context(
@@ -391,7 +450,18 @@ def train(
     model = family.train(feats, lab, graph, context=ctx, **method_cfg.get("train", {}))
     model["family"] = method_cfg["family"]
     model["k"] = int(method_cfg["k"])
+    model["dim"] = int(dim)
     model["train"] = json.dumps(method_cfg.get("train", {}), sort_keys=True)
+    model["applied_with"] = json.dumps(
+        {
+            "knn_backend": method_cfg["knn_backend"],
+            "params": method_cfg.get("params", {}),
+            "normalise": "centre" if centre else "l2",
+            "dataset": dataset,
+            "split": split,
+        },
+        sort_keys=True,
+    )
     save_model(model, out_model)
     # the model is complete: a later training of the same name starts afresh
     Path(checkpoint).unlink(missing_ok=True)
@@ -445,16 +515,17 @@ def infer(
     seed: int,
     threads: int,
     device: str,
+    centre: str | None = None,
 ) -> None:
     """Run a trained variant's inference (its family's ``infer``) on one split and write the
     arrays it returns (``.npz``) for the variants that read it as ``upstream``."""
     family = get_family(method_cfg["family"])
     if not hasattr(family, "infer"):
         raise ValueError(f"{method}: family {method_cfg['family']!r} has no inference output")
-    feats, lab = load_split(features, labels, dim)
+    feats, lab = load_split(features, labels, dim, centre)
     graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
     model = load_model(model_path)
-    _check_model(model, method_cfg, model_path)
+    _check_model(model, method_cfg, model_path, dim)
     ctx = _context(method_cfg, backends, seed=seed, threads=threads, device=device)
     arrays = family.infer(feats, graph, model, context=ctx)
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
@@ -470,6 +541,34 @@ def load_model(path: str) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
         raise InputError(f"{path}: corrupt or unreadable model file ({exc})") from exc
+
+
+def _calibrated(method_cfg: dict, calibration: str | None) -> tuple[dict, dict | None]:
+    """``method_cfg`` with the parameters a calibration (:func:`calibrate`'s file) chose."""
+    if not calibration:
+        return method_cfg, None
+    chosen = json.loads(Path(calibration).read_text())
+    cfg = {**method_cfg, "params": {**method_cfg.get("params", {}), **chosen["chosen"]}}
+    return cfg, chosen
+
+
+def _with_param_defaults(params: dict, spec) -> dict:
+    return {**{p: v["default"] for p, v in spec.params.items() if "default" in v}, **params}
+
+
+def write_clusters(
+    out: str, pred: np.ndarray, *, ids: np.ndarray | None = None, scores: dict | None = None
+) -> None:
+    """The cell's per-item table (TSV): ``id`` (the ids file's, or ``row``: the row index),
+    ``cluster``, and the method's per-item scores (confidence, density) where it has them."""
+    data = {"id": ids} if ids is not None else {"row": np.arange(pred.size)}
+    data["cluster"] = pred
+    for name, values in (scores or {}).items():
+        values = np.asarray(values)
+        if values.shape == pred.shape:
+            data[name] = values.astype(np.float32)
+    with atomic_path(out) as tmp:
+        pd.DataFrame(data).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
 def cluster(
@@ -489,21 +588,33 @@ def cluster(
     device: str,
     limits: dict | None = None,
     extra: dict | None = None,
+    centre: str | None = None,
+    calibration: str | None = None,
+    ids: str | None = None,
+    out_clusters: str | None = None,
 ) -> np.ndarray | None:
-    """Cluster one split with one method; write labels (text) and a run record (JSON).
+    """Cluster one split with one method; write labels (text), a run record (JSON) and, with
+    ``out_clusters``, the per-item table (:func:`write_clusters`).
 
     The run record holds ``seconds`` (wall time of loading inputs and clustering, the
-    shared kNN graph excluded) and ``peak_rss_mb`` of the job. Before anything is loaded,
-    the family's cost estimate for the split's N is checked against ``limits`` (``mem_mb``,
-    ``runtime`` in minutes): a method beyond them is refused, with an empty label file and
-    the reason in the run record (``refused``), so that its cell shows "—" and the reason
-    while the rest of the table is built. Returns the labels, or None when refused.
+    shared kNN graph excluded), ``peak_rss_mb`` of the job, the cluster-size ``summary``
+    (:func:`diagnostics.cluster_summary`), ``warnings`` about thresholds that keep or cut
+    nearly every kNN edge (:func:`diagnostics.threshold_warnings`), and the
+    ``calibration`` whose chosen parameters it ran with. Labels (``labels``) are optional:
+    an unlabelled split is clustered and summarised all the same.
+
+    Before anything is loaded, the family's cost estimate for the split's N is checked
+    against ``limits`` (``mem_mb``, ``runtime`` in minutes): a method beyond them is
+    refused, with an empty label file and the reason in the run record (``refused``), so
+    that its cell shows "—" and the reason while the rest of the table is built. Returns
+    the labels, or None when refused.
     """
     t0 = time.perf_counter()
+    method_cfg, chosen = _calibrated(method_cfg, calibration)
     family = get_family(method_cfg["family"])
     spec = family.SPEC
     gt = read_labels(labels) if labels else None
-    n_items = gt.size if gt is not None else os.path.getsize(features) // (4 * dim)
+    n_items = gt.size if gt is not None else inspect_features(features, dim).n
     record = {
         "method": method,
         "family": method_cfg["family"],
@@ -513,7 +624,10 @@ def cluster(
         "n_items": int(n_items),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "warnings": [],
     }
+    if chosen is not None:
+        record["calibration"] = chosen
     n_true = _n_true_clusters(gt)
     cost = spec.cost(
         n_items,
@@ -533,14 +647,27 @@ def cluster(
         record.update(refused=reason, n_clusters=None, seconds=None, peak_rss_mb=None)
         with atomic_path(out_labels) as tmp:
             tmp.write_text("")
+        if out_clusters:
+            write_clusters(out_clusters, np.zeros(0, dtype=np.int64), ids=None)
         with atomic_path(out_run) as tmp:
             tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         return None
-    feats = read_features(features, dim, n_items, labels_path=labels)
+    item_ids = read_ids(ids, n_items, features) if ids else None
+    feats = read_features(
+        features, dim, n_items, labels_path=labels, centre=load_centre(centre, dim)
+    )
     graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
+    record["warnings"] = threshold_warnings(
+        graph,
+        _with_param_defaults(method_cfg.get("params", {}), spec),
+        spec.thresholds,
+        method=method,
+    )
+    for line in record["warnings"]:
+        log.warning("%s", line)
     model = load_model(model_path) if model_path else None
     if model is not None:
-        _check_model(model, method_cfg, model_path)
+        _check_model(model, method_cfg, model_path, dim)
     ctx = _context(
         method_cfg,
         backends,
@@ -550,8 +677,10 @@ def cluster(
         n_true_clusters=n_true,
         extra=load_extra(extra, dim=dim, n_items=feats.shape[0], k=method_cfg["k"]),
     )
-    pred = family.cluster(feats, graph, context=ctx, model=model, **method_cfg.get("params", {}))
-    pred = np.asarray(pred)
+    result = as_clustering(
+        family.cluster(feats, graph, context=ctx, model=model, **method_cfg.get("params", {}))
+    )
+    pred = np.asarray(result.labels)
     if pred.shape != (feats.shape[0],):
         raise RuntimeError(
             f"{method}: family {method_cfg['family']} returned labels of shape {pred.shape} "
@@ -560,20 +689,31 @@ def cluster(
     pred = finalize_labels(pred)
     seconds = time.perf_counter() - t0
     _write_labels(out_labels, pred)
+    if out_clusters:
+        write_clusters(out_clusters, pred, ids=item_ids, scores=result.scores)
+    summary = cluster_summary(pred)
     record.update(
-        n_clusters=int(pred.max()) + 1 if pred.size else 0,
+        n_clusters=summary["n_clusters"],
+        summary=summary,
         seconds=seconds,
         peak_rss_mb=peak_rss_mb(),
     )
     with atomic_path(out_run) as tmp:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    log.info("%s: %d clusters in %.1f s", method, record["n_clusters"], seconds)
+    log.info(
+        "%s: %d clusters (%d singletons, largest %d) in %.1f s",
+        method,
+        summary["n_clusters"],
+        summary["n_singletons"],
+        summary["largest_cluster"],
+        seconds,
+    )
     return pred
 
 
 def cluster_cell(
     features: str,
-    labels: str,
+    labels: str | None,
     knn_path: str,
     model_path: str | None,
     out_labels: str,
@@ -585,7 +725,8 @@ def cluster_cell(
     method: str,
     **settings,
 ) -> dict:
-    """One benchmark cell in one job: :func:`cluster`, then :func:`evaluate` of its labels.
+    """One benchmark cell in one job: :func:`cluster`, then :func:`evaluate` of its labels
+    (without ``labels``: the cell holds the cluster counts and sizes, time and memory).
 
     Scoring costs a fraction of a second next to clustering, while a job of its own cost
     about a second of interpreter start-up per cell (a fifth of the default run's jobs) and
@@ -597,8 +738,8 @@ def cluster_cell(
     )
 
 
-def _check_model(model: dict, method_cfg: dict, path: str) -> None:
-    """A model file must come from this method's family and k."""
+def _check_model(model: dict, method_cfg: dict, path: str, dim: int | None = None) -> None:
+    """A model file must come from this method's family, k and feature dimension."""
     family = model.get("family", method_cfg["family"])
     if family != method_cfg["family"]:
         raise InputError(
@@ -608,13 +749,63 @@ def _check_model(model: dict, method_cfg: dict, path: str) -> None:
         raise InputError(
             f"{path}: a model trained with k={model['k']}, the method has k={method_cfg['k']}"
         )
+    if dim is not None and "dim" in model and int(model["dim"]) != int(dim):
+        raise InputError(
+            f"{path}: a model trained on features of dim {model['dim']}, the features to "
+            f"cluster have dim {dim}"
+        )
+
+
+def calibrate(
+    cells: Sequence[str],
+    out: str,
+    *,
+    method: str,
+    on: str,
+    metric: str,
+    points: Sequence[dict],
+    variants: Sequence[str],
+) -> dict:
+    """Pick the point of a grid whose cell (clustered and scored on the labelled split
+    ``on``) has the highest ``metric``, the first on a tie; write the choice, with every
+    point's score, as JSON for the calibrated method's cluster jobs."""
+    frame = read_cells(cells).set_index("method")
+    scores = []
+    for variant, point in zip(variants, points, strict=True):
+        value = frame[metric].get(variant, np.nan) if metric in frame else np.nan
+        scores.append({"params": dict(point), metric: None if pd.isna(value) else float(value)})
+    valid = [i for i, row in enumerate(scores) if row[metric] is not None]
+    if not valid:
+        raise RuntimeError(
+            f"calibration of {method} on {on}: no point of the grid was scored (every cell "
+            f"refused: {', '.join(frame.get('note', pd.Series(dtype=str)).dropna().astype(str))})"
+        )
+    best = max(valid, key=lambda i: (scores[i][metric], -i))
+    result = {
+        "method": method,
+        "on": on,
+        "metric": metric,
+        "scores": scores,
+        "chosen": dict(points[best]),
+    }
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    log.info(
+        "calibration of %s on %s: %s (%s %.4f)",
+        method,
+        on,
+        points[best],
+        metric,
+        scores[best][metric],
+    )
+    return result
 
 
 # ----------------------------------------------------------------------------------- evaluate
 
 
 def evaluate(
-    gt_labels: str,
+    gt_labels: str | None,
     pred_labels: str,
     run: str,
     out: str,
@@ -623,19 +814,30 @@ def evaluate(
     split: str,
     method: str,
 ) -> dict:
-    """Score predicted labels against ground truth; write one row of :data:`METRIC_COLUMNS`."""
-    gt = read_labels(gt_labels)
+    """Score predicted labels against ground truth; write one row of :data:`METRIC_COLUMNS`.
+
+    Every row carries the cluster-size summary, time, memory and the run's threshold
+    warnings; without ``gt_labels`` (an unlabelled split) the metric columns stay empty."""
+    gt = read_labels(gt_labels) if gt_labels else None
     record = json.loads(Path(run).read_text())
-    row = {"dataset": dataset, "split": split, "method": method}
+    n_items = gt.size if gt is not None else record["n_items"]
+    row = {"dataset": dataset, "split": split, "method": method, "n_items": int(n_items)}
+    if record.get("warnings"):
+        row["warning"] = " | ".join(record["warnings"])
     if record.get("refused"):  # beyond its limits: no labels, the reason instead
-        row.update(n_items=int(gt.size), note=record["refused"])
+        row["note"] = record["refused"]
     else:
         pred = read_labels(pred_labels)
-        if gt.size != pred.size:
-            raise InputError(
-                f"{pred_labels}: {pred.size} predicted labels, but {gt_labels} has {gt.size}"
-            )
-        row.update(_metrics.evaluate(gt, pred))
+        if gt is not None:
+            if gt.size != pred.size:
+                raise InputError(
+                    f"{pred_labels}: {pred.size} predicted labels, but {gt_labels} has {gt.size}"
+                )
+            row.update(_metrics.evaluate(gt, pred))
+        summary = record.get("summary") or cluster_summary(pred)
+        if gt is None:
+            row["n_pred_clusters"] = summary["n_clusters"]
+        row.update({c: summary[c] for c in SUMMARY_COLUMNS})
         row["seconds"] = record["seconds"]
         row["peak_rss_mb"] = record["peak_rss_mb"]
     with atomic_path(out) as tmp:

@@ -23,7 +23,9 @@ def test_density_is_the_mean_similarity_without_self_and_padding():
 def test_groups_and_outlier():
     x, labels = two_groups_and_outlier(seed=3)
     knn = brute_force_knn(x, 10)
-    pred = density_peaks.cluster(x, knn, context=Context(seed=0), tau_0=0.5)
+    out = density_peaks.cluster(x, knn, context=Context(seed=0), tau_0=0.5)
+    pred = out.labels
+    np.testing.assert_array_equal(out.scores["density"], density_peaks.density_confidence(knn))
     assert pred.dtype == np.int64 and pred.shape == labels.shape
     assert same_partition(pred, labels)
 
@@ -35,10 +37,10 @@ def test_same_linking_as_gcnv_with_the_density_as_confidence():
     knn = brute_force_knn(x, 12)
     conf = density_peaks.density_confidence(knn)
     expected = gcnv.peaks_to_labels(*gcnv.confidence_to_peaks(knn, conf), 0.3)
-    got = density_peaks.cluster(x, knn, tau_0=0.3)
+    got = density_peaks.cluster(x, knn, tau_0=0.3).labels
     np.testing.assert_array_equal(got, expected)
     # every node links to a denser neighbour or is a peak: a higher tau_0 only splits
-    finer = density_peaks.cluster(x, knn, tau_0=0.9)
+    finer = density_peaks.cluster(x, knn, tau_0=0.9).labels
     assert np.unique(finer).size >= np.unique(got).size
 
 

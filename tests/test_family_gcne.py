@@ -209,9 +209,10 @@ def test_end_to_end_on_blobs_and_determinism(upstream):
     x, y, knn, _, out = upstream
     model = _train(x, y, knn, out)
     assert np.isfinite(model["loss"]) and model["loss"] < 0.2
-    labels = gcne.cluster(
+    labels, scores = gcne.cluster(
         x, knn, context=_ctx(out), model=model, tau=0.5, gcn_k=GCN_K, ignore_ratio=0.0
     )
+    np.testing.assert_array_equal(scores["confidence"], out["confidence"])
     assert labels.dtype == np.int64 and labels.shape == (240,)
     assert metrics.evaluate(y, labels)["pairwise_f"] > 0.85
     # same seed: the same model and the same labels
@@ -220,7 +221,7 @@ def test_end_to_end_on_blobs_and_determinism(upstream):
         torch.testing.assert_close(value, again["state_dict"][name], rtol=0, atol=0)
     labels2 = gcne.cluster(
         x, knn, context=_ctx(out), model=again, tau=0.5, gcn_k=GCN_K, ignore_ratio=0.0
-    )
+    ).labels
     np.testing.assert_array_equal(labels, labels2)
     # ignore_ratio 1: every node keeps GCN-V's nearest higher-confidence peak
     heuristic = impl.predict_peaks(x, knn, model, context=_ctx(out), gcn_k=GCN_K, ignore_ratio=1.0)

@@ -90,8 +90,9 @@ def test_gcnv_train_learns_training_confidence(graph, gcnv_model):
 
 def test_gcnv_cluster_and_determinism(graph, gcnv_model):
     feats, labels, knn = graph
-    a = gcnv.cluster(feats, knn, context=CTX, model=gcnv_model, tau_0=0.5, tau=0.8)
-    b = gcnv.cluster(feats, knn, context=CTX, model=gcnv_model, tau_0=0.5, tau=0.8)
+    a, scores = gcnv.cluster(feats, knn, context=CTX, model=gcnv_model, tau_0=0.5, tau=0.8)
+    b = gcnv.cluster(feats, knn, context=CTX, model=gcnv_model, tau_0=0.5, tau=0.8).labels
+    assert scores["confidence"].shape == labels.shape
     assert a.shape == labels.shape and a.min() >= 0
     np.testing.assert_array_equal(a, b)
     again = gcnv.train(feats, labels, knn, context=CTX, hidden=32, epochs=400, lr=0.1)

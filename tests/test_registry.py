@@ -19,7 +19,16 @@ from facecluster import metrics
 from facecluster.config import ConfigError, load_schema, validate_config
 from facecluster.graph import finalize_labels
 from facecluster.knn import brute_force_knn
-from facecluster.methods import FAMILIES, NEEDS, Context, Cost, FamilySpec, get_family, get_spec
+from facecluster.methods import (
+    FAMILIES,
+    NEEDS,
+    Context,
+    Cost,
+    FamilySpec,
+    as_clustering,
+    get_family,
+    get_spec,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "faiss", "infomap", "sklearn")
@@ -201,7 +210,7 @@ def _run(family, feats, labels, members, *, seed=3, k=10):
     model = None
     if spec.supervised:
         model = module.train(feats, labels, knn, context=ctx, **train_params)
-    return module.cluster(feats, knn, context=ctx, model=model, **params)
+    return as_clustering(module.cluster(feats, knn, context=ctx, model=model, **params)).labels
 
 
 #: the contract's proposal set: size-capped components at two thresholds, and super-vertices

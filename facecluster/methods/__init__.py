@@ -12,7 +12,7 @@ A family module exposes
 * ``cluster(features, knn, *, context, model=None, **params) -> labels`` with ``features``
   float32 (N, D) L2-normalised, ``knn`` a :class:`facecluster.io.Knn` (self first) and labels
   int64 (N,) in item order, ``-1`` for items the method discards (they become singletons
-  before scoring);
+  before scoring); or a :class:`Clustering` of the labels and per-item scores;
 * if supervised, ``train(features, labels, knn, *, context, **train_params) -> model``
   returning a dict of plain values and tensors that :func:`torch.save` can store.
 
@@ -31,6 +31,8 @@ from typing import NamedTuple
 __all__ = [
     "FAMILIES",
     "NEEDS",
+    "Clustering",
+    "as_clustering",
     "Context",
     "Cost",
     "FamilySpec",
@@ -110,6 +112,9 @@ class FamilySpec:
     train_params : the same for the ``train`` block (supervised families).
     required : names of ``params`` a variant must set.
     needs : extra inputs, kinds of :data:`NEEDS`.
+    thresholds : ``params`` that cut kNN edges by similarity, name -> kind
+        (``similarity``, ``cosine_distance``, ``euclidean_distance``): each is checked
+        against the split's kNN similarities (:func:`facecluster.diagnostics.threshold_warnings`).
     estimate : ``estimate(n, dim, k, *, params, train_params, train, threads[, gpu]) -> Cost``
         (``gpu`` for GPU families: the time at a GPU's rate) on
         ``n`` items of dimension ``dim`` with ``k`` neighbours, with the variant's complete
@@ -126,6 +131,7 @@ class FamilySpec:
     train_params: dict = field(default_factory=dict)
     required: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
+    thresholds: dict = field(default_factory=dict)
     estimate: Callable[..., Cost] = _no_cost
 
     def __post_init__(self):
@@ -180,6 +186,20 @@ def _with_defaults(values: dict, properties: dict) -> dict:
     out = {name: p["default"] for name, p in properties.items() if "default" in p}
     out.update(values or {})
     return out
+
+
+class Clustering(NamedTuple):
+    """What ``cluster`` may return instead of bare labels: the labels and the method's
+    per-item scores (name -> float (N,): GCN-V's confidence, a density), which go into the
+    cell's ``clusters.tsv``."""
+
+    labels: object
+    scores: dict
+
+
+def as_clustering(out) -> Clustering:
+    """A family's ``cluster`` result as a :class:`Clustering` (bare labels: no scores)."""
+    return out if isinstance(out, Clustering) else Clustering(out, {})
 
 
 @dataclass(frozen=True)

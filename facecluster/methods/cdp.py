@@ -51,6 +51,7 @@ def estimate(n: int, dim: int, k: int, **_) -> Cost:
 SPEC = FamilySpec(
     summary="CDP single model (Zhan et al., ECCV 2018): kNN pairs above th, size-capped "
     "propagation",
+    thresholds={"th": "similarity"},
     params={
         "th": {
             "type": "number",

@@ -67,6 +67,7 @@ def estimate(n: int, dim: int, k: int, *, params: dict, **_) -> Cost:
 
 SPEC = FamilySpec(
     summary="Chinese Whispers (Biemann 2006) on the kNN graph, learn-to-cluster baseline",
+    thresholds={"th": "similarity"},
     params={
         "th": {
             "type": "number",

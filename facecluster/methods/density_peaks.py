@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..io import Knn
-from . import Cost, FamilySpec
+from . import Clustering, Cost, FamilySpec
 from .gcnv import confidence_to_peaks, peaks_to_labels
 
 __all__ = ["SPEC", "density_confidence", "cluster", "estimate"]
@@ -29,6 +29,7 @@ def estimate(n: int, dim: int, k: int, **_) -> Cost:
 SPEC = FamilySpec(
     summary="Density peaks: GCN-V's peak linking at tau_0 with the mean similarity to the k "
     "neighbours (self excluded) as a label-free confidence",
+    thresholds={"tau_0": "similarity"},
     supervised=False,
     gpu=False,
     conda_env="eval",
@@ -83,9 +84,9 @@ def cluster(
 
     Returns
     -------
-    labels : int64 (N,), connected components of the kept links (density maxima and
-        unlinked items head their own clusters).
+    :class:`Clustering`: labels int64 (N,), connected components of the kept links (density
+    maxima and unlinked items head their own clusters), and the density (N,) per item.
     """
     conf = density_confidence(knn)
     peaks, peak_sims = confidence_to_peaks(knn, conf)
-    return peaks_to_labels(peaks, peak_sims, tau_0)
+    return Clustering(peaks_to_labels(peaks, peak_sims, tau_0), {"density": conf})

@@ -38,6 +38,7 @@ def estimate(n: int, dim: int, k: int, **_) -> Cost:
 SPEC = FamilySpec(
     summary="FastHAC: single linkage cut at a Euclidean distance (connected components of "
     "the kNN edges within it), learn-to-cluster baseline",
+    thresholds={"distance": "euclidean_distance"},
     params={
         "distance": {
             "type": "number",

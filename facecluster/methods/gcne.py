@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..io import InputError, Knn
-from . import Cost, FamilySpec
+from . import Clustering, Cost, FamilySpec
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +408,8 @@ def cluster(
 ) -> np.ndarray:
     """Cluster with a trained GCN-E on GCN-V's output (``context.extra["upstream"]``).
 
-    Returns int64 labels (N,), every node in a cluster (roots and unlinked nodes singletons).
+    Returns a :class:`Clustering`: int64 labels (N,), every node in a cluster (roots and
+    unlinked nodes singletons), and GCN-V's confidence (N,) per item.
     """
     from ..nn import gcne as impl
     from .gcnv import peaks_to_labels
@@ -424,7 +425,7 @@ def cluster(
     )
     labels = peaks_to_labels(peaks, peak_sims, tau)
     log.info("gcne: %d clusters at tau=%.3f", np.unique(labels).size, tau)
-    return labels
+    return Clustering(labels, {"confidence": context.extra["upstream"]["confidence"]})
 
 
 def load_pretrained(paths: dict[str, str]) -> dict:

@@ -32,7 +32,7 @@ import numpy as np
 from ..graph import components
 from ..io import InputError, Knn
 from ..knn import build_knn_from_spec
-from . import Cost, FamilySpec
+from . import Clustering, Cost, FamilySpec
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> C
 SPEC = FamilySpec(
     summary="GCN-V (Yang et al., CVPR 2020): GCN vertex confidence, peak linking at tau_0, "
     "then at tau on a kNN of the GCN features",
+    thresholds={"tau_0": "similarity"},
     supervised=True,
     gpu=True,
     conda_env="torch",
@@ -296,14 +297,15 @@ def cluster(
 
     Returns
     -------
-    labels : int64 (N,), every node in a cluster (roots and unlinked nodes as singletons).
+    :class:`Clustering`: labels int64 (N,), every node in a cluster (roots and unlinked
+    nodes as singletons), and the predicted vertex confidence (N,) as the per-item score.
     """
     conf, hidden = predict(features, knn, model, context=context)
     peaks, peak_sims = confidence_to_peaks(knn, conf)
     labels = peaks_to_labels(peaks, peak_sims, tau_0)
     log.info("gcnv: %d clusters at tau_0=%.3f", np.unique(labels).size, tau_0)
     if not use_gcn_feat:
-        return labels
+        return Clustering(labels, {"confidence": conf})
     # ReLU can zero a whole row: keep such rows at zero instead of dividing by 0
     hidden /= np.maximum(np.linalg.norm(hidden, axis=1, keepdims=True), 1e-12)
     gknn = build_knn_from_spec(
@@ -318,7 +320,7 @@ def cluster(
     peaks, peak_sims = confidence_to_peaks(gknn, conf)
     labels = peaks_to_labels(peaks, peak_sims, tau)
     log.info("gcnv: %d clusters at tau=%.3f on GCN features", np.unique(labels).size, tau)
-    return labels
+    return Clustering(labels, {"confidence": conf})
 
 
 def infer(features: np.ndarray, knn: Knn, model: dict, *, context) -> dict[str, np.ndarray]:

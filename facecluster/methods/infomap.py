@@ -74,6 +74,7 @@ def estimate(
 SPEC = FamilySpec(
     summary="Infomap (map equation) on the directed kNN graph above min_sim "
     "(xiaoxiong74/face-cluster-by-infomap)",
+    thresholds={"min_sim": "similarity"},
     conda_env="infomap",
     threads=2,
     params={

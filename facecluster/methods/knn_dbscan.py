@@ -43,6 +43,7 @@ def estimate(n: int, dim: int, k: int, **_) -> Cost:
 SPEC = FamilySpec(
     summary="KNN-DBSCAN: scikit-learn DBSCAN on the sparse kNN cosine-distance graph, "
     "learn-to-cluster baseline",
+    thresholds={"eps": "cosine_distance"},
     params={
         "th": {
             "type": "number",
