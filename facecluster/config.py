@@ -27,6 +27,7 @@ __all__ = [
     "sweep_variant",
     "grid_points",
     "calibration_of",
+    "check_inputs",
     "is_labelled",
     "UNLABELLED_SPLIT",
     "SCHEMA_PATH",
@@ -293,7 +294,7 @@ def calibration_of(config: dict, dataset: str, method: str) -> dict | None:
     resolved to a dataset and split, and the grid's points), or None."""
     for entry in config["datasets"][dataset].get("calibrate", []):
         if entry["method"] == method:
-            on = entry.get("on") or f"{dataset}/{config['datasets'][dataset]['train_split']}"
+            on = entry.get("on") or f"{dataset}/{config['datasets'][dataset].get('train_split')}"
             on_dataset, on_split = on.split("/")
             return {
                 "method": method,
@@ -479,7 +480,7 @@ UNLABELLED_SPLIT = "all"
 
 def _fill_dataset_defaults(config: dict) -> list[str]:
     """Defaults that depend on the source: an unlabelled dataset is one split ``all`` with no
-    train split (and its ``.npy`` gives its dim later, :func:`check_inputs`); every other
+    ``train_split`` key (its ``.npy`` gives its dim later, :func:`check_inputs`); every other
     source gets ``dim`` 256, ``train_split`` part0 and ``test_splits`` part1..part9. Returns
     the errors of an unlabelled dataset that names other splits."""
     out = []
@@ -496,8 +497,6 @@ def _fill_dataset_defaults(config: dict) -> list[str]:
                     f"(train_on: <labelled dataset> trains its supervised methods elsewhere)"
                 )
             d["test_splits"] = [UNLABELLED_SPLIT]
-            d["train_split"] = None
-            d.setdefault("dim", None)
         else:
             d.setdefault("dim", 256)
             for key, value in DEFAULT_SPLITS.items():
@@ -551,6 +550,9 @@ def method_config(config: dict, method: str, dataset: str) -> dict:
         out["train_on"] = None  # a model file wins over the dataset's train_on
     for key in ("params", "train", "limits"):
         out[key].update(over.get(key, {}))
+        # in name order: the same settings written in another order are the same params to
+        # Snakemake's rerun trigger (a config file rewritten by a tool reorders its keys)
+        out[key] = dict(sorted(out[key].items()))
     return out
 
 
@@ -561,6 +563,50 @@ def method_limits(config: dict, method: str, dataset: str) -> dict:
     limits.update(config["datasets"][dataset].get("limits", {}))
     limits.update(method_config(config, method, dataset)["limits"])
     return limits
+
+
+#: an unlabelled feature file up to this size has its values checked before any job runs
+#: (about a second); a larger one is checked by the first job that reads it
+SCAN_BYTES = 512 * 2**20
+
+
+def check_inputs(config: dict) -> None:
+    """Check the user's files that a validated config names, before any job runs: each
+    unlabelled dataset's features (header or size, dim, and every value when the file is at
+    most :data:`SCAN_BYTES`) and ids (count, empty and duplicate ids), and each model file.
+    Fills an unlabelled dataset's ``dim`` (from a ``.npy`` header) and ``images``
+    (``{"all": N}``).
+
+    Raises
+    ------
+    InputError
+        Every problem found, each naming the file.
+    """
+    from .io import InputError, inspect_features, read_ids, scan_features
+
+    problems = []
+    for name, d in config["datasets"].items():
+        if d.get("source") != "unlabelled":
+            continue
+        try:
+            src = inspect_features(d["features"], d.get("dim"))
+            if Path(d["features"]).stat().st_size <= SCAN_BYTES:
+                scan_features(d["features"], src.dim)
+            if d.get("ids"):
+                read_ids(d["ids"], src.n, d["features"])
+        except InputError as exc:
+            problems.append(f"datasets.{name}: {exc}")
+            continue
+        d["dim"], d["images"] = src.dim, {UNLABELLED_SPLIT: src.n}
+    for method, m in config["methods"].items():
+        for dataset, over in m.get("per_dataset", {}).items():
+            if over.get("model") and not Path(over["model"]).is_file():
+                problems.append(
+                    f"methods.{method}.per_dataset.{dataset}.model: {over['model']}: model "
+                    f"file not found"
+                )
+    if problems:
+        raise InputError("bad input:\n  " + "\n  ".join(problems))
 
 
 def validate_config(config: dict, schema: dict | str | Path | None = None) -> dict:

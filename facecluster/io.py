@@ -36,6 +36,7 @@ __all__ = [
     "feature_mean",
     "read_features",
     "read_ids",
+    "scan_features",
     "write_features",
     "read_labels",
     "write_labels",
@@ -251,6 +252,25 @@ def feature_mean(path: str | os.PathLike, dim: int | None = None) -> np.ndarray:
 def _raise_not_finite(path, bad: np.ndarray, count: int | None) -> None:
     count = bad.size if count is None else count
     raise InputError(f"{path}: {count} row(s) contain NaN or Inf (first rows: {bad[:5].tolist()})")
+
+
+def scan_features(path: str | os.PathLike, dim: int | None = None) -> FeatureFile:
+    """Check every value of a feature file without keeping it: no NaN/Inf, no all-zero row
+    (nothing to normalise). Returns its :class:`FeatureFile`; raises :class:`InputError`
+    naming the file, the problem and the first offending rows."""
+    src = inspect_features(path, dim)
+    for start, block in _row_chunks(src, CHUNK_ROWS):
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            bad = start + np.flatnonzero(~finite)
+            raise InputError(f"{src.path}: row(s) with NaN or Inf (first rows: {bad[:5].tolist()})")
+        zero = np.flatnonzero(~block.any(axis=1))
+        if zero.size:
+            raise InputError(
+                f"{src.path}: all-zero row(s) (no direction to normalise; first rows: "
+                f"{(start + zero[:5]).tolist()})"
+            )
+    return src
 
 
 def read_features(

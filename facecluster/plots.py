@@ -201,16 +201,22 @@ def _size_histogram(labels: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def cluster_sizes(
-    true: np.ndarray, predicted: Mapping[str, np.ndarray | None], *, dataset: str, split: str
+    true: np.ndarray | None,
+    predicted: Mapping[str, np.ndarray | None],
+    *,
+    dataset: str,
+    split: str,
 ):
     """Predicted against true cluster-size distributions: one small panel per method, the
     number of clusters per size bin (log–log, bins doubling from size 1), the true
-    distribution in grey. Singletons and giant clusters show at the ends."""
+    distribution in grey (an unlabelled split has none). Singletons and giant clusters
+    show at the ends."""
     names = list(predicted)
-    biggest = max([true.size] + [1])
+    sizes = [p.size for p in predicted.values() if p is not None]
+    biggest = max([true.size if true is not None else 1, *sizes, 1])
     edges = 2.0 ** np.arange(0, int(np.ceil(np.log2(biggest))) + 2) - 0.5
     centres = np.sqrt(np.maximum(edges[:-1], 0.5) * edges[1:])
-    ref = _size_histogram(true, edges)
+    ref = _size_histogram(true, edges) if true is not None else np.zeros(edges.size - 1)
     cols = min(len(names), 5) or 1
     rows = max(1, int(np.ceil(len(names) / cols)))
     fig, axes = plt.subplots(
@@ -248,6 +254,9 @@ def cluster_sizes(
         ax.set_ylabel("clusters")
     handles, labels_ = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels_, loc="upper right", frameon=False)
+    if true is None:
+        fig.suptitle(f"{dataset} {split}: cluster sizes (unlabelled, {biggest:,} items)")
+        return fig
     n_true = int(np.unique(true).size)
     fig.suptitle(
         f"{dataset} {split}: cluster sizes, predicted (red) against true "

@@ -58,6 +58,7 @@ class Table:
     data : the numbers, indexed by method, for the TSV (percent, seconds, MB).
     legend : one line on what a cell shows.
     notes : why cells show "—", one line each.
+    warnings : thresholds that keep or cut nearly every kNN edge, one line each.
     """
 
     title: str
@@ -65,6 +66,7 @@ class Table:
     data: pd.DataFrame
     legend: str = ""
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
         lines = [f"# {self.title}", ""]
@@ -80,6 +82,10 @@ class Table:
         if self.notes:
             lines += [f"## Cells not run ({DASH})", ""]
             lines += [f"- {n}" for n in self.notes]
+            lines.append("")
+        if self.warnings:
+            lines += ["## Warnings", ""]
+            lines += [f"- {w}" for w in self.warnings]
             lines.append("")
         return "\n".join(lines)
 
@@ -104,6 +110,10 @@ class Table:
         if self.notes:
             parts.append(f"<h2>Cells not run ({DASH})</h2><ul>")
             parts += [f"<li>{html.escape(n)}</li>" for n in self.notes]
+            parts.append("</ul>")
+        if self.warnings:
+            parts.append("<h2>Warnings</h2><ul>")
+            parts += [f"<li>{html.escape(w)}</li>" for w in self.warnings]
             parts.append("</ul>")
         parts.append("</body></html>")
         return "\n".join(parts) + "\n"
@@ -273,6 +283,17 @@ def _notes(joined: pd.DataFrame) -> list[str]:
     return out
 
 
+def cell_warnings(cells: pd.DataFrame) -> list[str]:
+    """The cells' threshold warnings (``warning`` column, " | "-separated), one line each,
+    prefixed with the split."""
+    if "warning" not in cells:
+        return []
+    out = []
+    for r in cells.dropna(subset=["warning"]).itertuples():
+        out += [f"{r.split}: {w}" for w in str(r.warning).split(" | ") if w]
+    return out
+
+
 def _run_stats(cells: pd.DataFrame, methods: Sequence[str], splits: Sequence[str]):
     """(clusters, seconds, peak MB) frames of display strings and the numeric columns."""
     index = pd.MultiIndex.from_product([list(methods), list(splits)], names=["method", "split"])
@@ -430,6 +451,50 @@ def overview_table(
         data=data,
         legend=_legend(False),
         notes=_notes(joined),
+        warnings=cell_warnings(cells),
+    )
+
+
+#: the columns of an unlabelled split's table: cell column -> (heading, format)
+SUMMARY_VIEW = {
+    "n_pred_clusters": ("clusters", "{:,.0f}"),
+    "n_singletons": ("singletons", "{:,.0f}"),
+    "largest_cluster": ("largest cluster", "{:,.0f}"),
+    "size_p50": ("median size", "{:,.0f}"),
+    "size_p90": ("size p90", "{:,.0f}"),
+    "size_p99": ("size p99", "{:,.0f}"),
+    "seconds": ("time (s)", "{:.1f}"),
+    "peak_rss_mb": ("peak memory (MB)", "{:,.0f}"),
+}
+
+
+def unlabelled_table(
+    cells: pd.DataFrame, *, dataset: str, methods: Sequence[str], split: str
+) -> Table:
+    """An unlabelled split, nothing to score: per method the number of clusters, of
+    singletons, the largest cluster and the 50/90/99th percentiles of cluster sizes, with
+    wall time and peak memory; refusals as notes, threshold warnings below."""
+    rows = cells[cells["split"] == split].set_index("method") if len(cells) else cells
+    data = pd.DataFrame(index=list(methods))
+    for column in SUMMARY_VIEW:
+        values = rows[column] if column in rows else pd.Series(dtype=float)
+        data[column] = pd.to_numeric(values.reindex(list(methods)), errors="coerce")
+    shown = pd.DataFrame(index=data.index)
+    for column, (heading, fmt) in SUMMARY_VIEW.items():
+        shown[heading] = data[column].map(lambda v, f=fmt: _number(v, f))
+    notes = []
+    for method in methods:
+        if method not in rows.index:
+            notes.append(f"{method} / {split}: not run")
+        elif "note" in rows and isinstance(rows.at[method, "note"], str):
+            notes.append(f"{method} / {split}: {rows.at[method, 'note']}")
+    return Table(
+        title=f"{dataset} (unlabelled, {split}): clusters found",
+        sections=[("Clusters and their sizes (items)", shown)],
+        data=data,
+        legend=f"No labels: cluster counts and sizes per method; {DASH} where a cell was not run.",
+        notes=notes,
+        warnings=cell_warnings(cells),
     )
 
 

@@ -864,10 +864,20 @@ def table(
     dataset: str,
     methods: Sequence[str],
     splits: Sequence[str],
+    labelled: bool = True,
 ) -> pd.DataFrame:
     """The dataset's overview: every method × split (``{metric}_{split}`` TSV columns, %),
-    with cluster counts, wall time and peak memory (:func:`tables.overview_table`)."""
-    out = _tables.overview_table(read_cells(cells), dataset=dataset, methods=methods, splits=splits)
+    with cluster counts, wall time and peak memory (:func:`tables.overview_table`); for an
+    unlabelled dataset the cluster counts and sizes (:func:`tables.unlabelled_table`)."""
+    if labelled:
+        out = _tables.overview_table(
+            read_cells(cells), dataset=dataset, methods=methods, splits=splits
+        )
+    else:
+        (split,) = splits
+        out = _tables.unlabelled_table(
+            read_cells(cells), dataset=dataset, methods=methods, split=split
+        )
     _tables.write_table(out, out_tsv, out_md, out_html)
     return out.data
 
@@ -997,7 +1007,7 @@ def plot_time(cells: Sequence[str], png: str, svg: str, *, dataset: str, methods
 
 
 def plot_cluster_sizes(
-    gt_labels: str,
+    gt_labels: str | None,
     predicted: Sequence[str],
     png: str,
     svg: str,
@@ -1010,7 +1020,7 @@ def plot_cluster_sizes(
     a refused cell (empty labels file) shows as "not run"."""
     from . import plots
 
-    true = read_labels(gt_labels)
+    true = read_labels(gt_labels) if gt_labels else None
     pred = {}
     for method, path in zip(methods, predicted, strict=True):
         pred[method] = read_labels(path) if os.path.getsize(path) else None

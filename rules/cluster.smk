@@ -4,7 +4,10 @@ rule cluster:
     output:
         labels="results/{dataset}/{split}/{method}.labels",
         run="results/{dataset}/{split}/{method}.run.json",
-        # the cell: scored against the split's labels in the same job
+        # per item: id (or row), cluster, the method's score (confidence, density)
+        clusters="results/{dataset}/{split}/{method}.clusters.tsv",
+        # the cell: scored against the split's labels in the same job (an unlabelled
+        # split's: cluster counts and sizes)
         cell="results/{dataset}/{split}/{method}.tsv",
     log:
         "results/logs/cluster/{dataset}/{split}/{method}.log",
@@ -32,3 +35,30 @@ rule cluster:
         device=config["device"],
     script:
         "../workflow_scripts/cluster.py"
+
+
+# A method's thresholds chosen on a labelled split (datasets.<name>.calibrate): every point
+# of the grid is a cell there (results/<on dataset>/<on split>/<method>/<param>~<value>.tsv);
+# the best one is written for the method's cluster jobs on the dataset.
+rule calibrate:
+    input:
+        calibration_cells,
+    output:
+        "results/{dataset}/calibration/{method}.json",
+    log:
+        "results/logs/calibrate/{dataset}/{method}.log",
+    benchmark:
+        "results/benchmarks/calibrate/{dataset}/{method}.tsv"
+    conda:
+        "../envs/eval.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: 10 * attempt,
+    params:
+        calibration=lambda wc: calibration_of(config, wc.dataset, wc.method),
+        variants=lambda wc: [
+            sweep_variant(wc.method, p)
+            for p in calibration_of(config, wc.dataset, wc.method)["points"]
+        ],
+    script:
+        "../workflow_scripts/calibrate.py"

@@ -8,6 +8,9 @@ sys.path.insert(0, workflow.basedir)
 
 from facecluster import resources
 from facecluster.config import (
+    calibration_of,
+    check_inputs,
+    is_labelled,
     method_config,
     method_limits,
     proposal_sets,
@@ -19,6 +22,9 @@ from facecluster.methods import get_spec
 from facecluster.proposals import set_ks
 
 validate_config(config, f"{workflow.basedir}/config/schema.yaml")
+# the user's own embeddings (source: unlabelled), ids and model files, checked before any
+# job: header, size, dim, ids (and the values of files small enough to read at once)
+check_inputs(config)
 
 DATASETS = config["datasets"]
 METHODS = config["methods"]
@@ -48,8 +54,11 @@ def split_stem(dataset, split):
 
 
 def split_file(dataset, split, folder, ext):
-    """A split's file: under the dataset's data_dir if it has one, else under resources/."""
+    """A split's file: under the dataset's data_dir if it has one, else under resources/;
+    an unlabelled dataset's features are its `features` file (no labels: None)."""
     d = DATASETS[dataset]
+    if d["source"] == "unlabelled":
+        return d["features"] if folder == "features" else None
     if d["source"] == "data_dir":
         return f"{d['data_dir']}/{folder}/{split_stem(dataset, split)}.{ext}"
     return f"resources/{dataset}/{folder}/{split}.{ext}"
@@ -61,6 +70,30 @@ def features_path(dataset, split):
 
 def labels_path(dataset, split):
     return split_file(dataset, split, "labels", "meta")
+
+
+def centre_path(dataset, split):
+    """The mean row subtracted before normalising (`normalise: centre`): the train split's
+    where the dataset has one, else the split's own; None for `normalise: l2`."""
+    d = DATASETS[dataset]
+    if d["normalise"] != "centre":
+        return None
+    return f"results/{dataset}/centre/{d.get('train_split') or split}.npy"
+
+
+def split_inputs(dataset, split):
+    """The files of a split that a job reads its features through: the features, the labels
+    (labelled datasets) and the mean row (`normalise: centre`)."""
+    files = {
+        "features": features_path(dataset, split),
+        "labels": labels_path(dataset, split),
+        "centre": centre_path(dataset, split),
+    }
+    return {name: path for name, path in files.items() if path}
+
+
+def knn_inputs(wildcards):
+    return split_inputs(wildcards.dataset, wildcards.split)
 
 
 def full_set(dataset):
@@ -129,6 +162,11 @@ def given_knn(dataset, split, k):
                 ks.append(int(stem[8:]))
     ks = sorted(K for K in ks if K >= k)
     return f"{folder}/faiss_k_{ks[0]}.npz" if ks else None
+
+
+def canonical(value):
+    """``value`` (config dicts and lists) with every dict in key order."""
+    return json.loads(json.dumps(value, sort_keys=True))
 
 
 def mcfg(dataset, method):
@@ -237,8 +275,14 @@ def model_name(dataset, method):
     """A trained model is keyed by its training, not by the variant: the family, k, kNN
     backend, ``train`` block, train split and extra inputs (committee, proposal sets,
     upstream model) hash to one name, so variants that differ only in clustering
-    parameters share one model file. Released weights are keyed by their paths."""
+    parameters share one model file. Released weights are keyed by their paths, a model
+    file (`model`) by its path; with `train_on` the model is the other dataset's."""
     m = mcfg(dataset, method)
+    if m["model"]:
+        digest = hashlib.sha1(m["model"].encode()).hexdigest()[:10]
+        return f"{m['family']}_file_{digest}"
+    if m["train_on"]:
+        return model_name(m["train_on"], method)
     if m["pretrained"]:
         key = {"family": m["family"], "pretrained": m["pretrained"]}
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
@@ -262,9 +306,15 @@ def model_name(dataset, method):
 
 
 def model_path(dataset, method):
-    """The model file a supervised variant clusters with: trained (``models/``) or imported
-    from released weights (``pretrained/``)."""
-    folder = "pretrained" if mcfg(dataset, method)["pretrained"] else "models"
+    """The model file a supervised variant clusters with: trained (``models/``, of the
+    `train_on` dataset where it names one), imported from released weights
+    (``pretrained/``), or the variant's `model` file."""
+    m = mcfg(dataset, method)
+    if m["model"]:
+        return m["model"]
+    if m["train_on"]:
+        return model_path(m["train_on"], method)
+    folder = "pretrained" if m["pretrained"] else "models"
     return f"results/{dataset}/{folder}/{model_name(dataset, method)}.pt"
 
 
@@ -279,16 +329,26 @@ def model_method(dataset, model):
     )
 
 
+def calibration_path(dataset, method):
+    """The calibration a method's cells on ``dataset`` run with (None: none)."""
+    if calibration_of(config, dataset, method) is None:
+        return None
+    return f"results/{dataset}/calibration/{method}.json"
+
+
 def cluster_inputs(wildcards):
     dataset, split, method = wildcards.dataset, wildcards.split, wildcards.method
     inputs = {
-        "features": features_path(dataset, split),
-        "labels": labels_path(dataset, split),
+        **split_inputs(dataset, split),
         "knn": knn_path(dataset, split, method),
         **_flat_inputs(extra_files(dataset, split, method)),
     }
     if is_supervised(method):
         inputs["model"] = model_path(dataset, method)
+    if calibration_path(dataset, method):
+        inputs["calibration"] = calibration_path(dataset, method)
+    if DATASETS[dataset].get("ids"):
+        inputs["ids"] = DATASETS[dataset]["ids"]
     return inputs
 
 
@@ -298,8 +358,7 @@ def train_inputs(wildcards):
     )
     split = train_split(dataset)
     return {
-        "features": features_path(dataset, split),
-        "labels": labels_path(dataset, split),
+        **split_inputs(dataset, split),
         "knn": knn_path(dataset, split, method),
         **_flat_inputs(extra_files(dataset, split, method, train=True)),
     }
@@ -310,8 +369,7 @@ def infer_inputs(wildcards):
     dataset, split = wildcards.dataset, wildcards.split
     method = model_method(dataset, wildcards.model)
     return {
-        "features": features_path(dataset, split),
-        "labels": labels_path(dataset, split),
+        **split_inputs(dataset, split),
         "knn": knn_path(dataset, split, method),
         "model": model_path(dataset, method),
     }
@@ -322,8 +380,7 @@ def proposals_inputs(wildcards):
     dataset, split = wildcards.dataset, wildcards.split
     s = PROPOSALS[wildcards.proposal_set]
     return {
-        "features": features_path(dataset, split),
-        "labels": labels_path(dataset, split),
+        **split_inputs(dataset, split),
         "knn": knn_file(dataset, split, s["knn_backend"], max(set_ks(s))),
     }
 
@@ -360,6 +417,26 @@ def split_labels(wildcards):
         split=wildcards.split,
         method=DATASETS[wildcards.dataset]["methods"],
     )
+
+
+def calibration_cells(wildcards):
+    """The cells of a calibration's grid, on the labelled split it is calibrated on."""
+    cal = calibration_of(config, wildcards.dataset, wildcards.method)
+    return expand(
+        "results/{dataset}/{split}/{method}.tsv",
+        dataset=cal["dataset"],
+        split=cal["split"],
+        method=[sweep_variant(wildcards.method, p) for p in cal["points"]],
+    )
+
+
+def cluster_sizes_inputs(wildcards):
+    """A split's predicted labels (and cells), and its true labels where it has them."""
+    inputs = {"pred": split_labels(wildcards), "cells": split_cells(wildcards)}
+    gt = labels_path(wildcards.dataset, wildcards.split)
+    if gt:
+        inputs["gt"] = gt
+    return inputs
 
 
 def with_published(dataset):
@@ -407,6 +484,21 @@ def dataset_targets(dataset):
     (cluster sizes of the largest test split; any split is a target) and its sweeps."""
     d = DATASETS[dataset]
     splits = d["test_splits"]
+    if not is_labelled(d):
+        # the user's own embeddings: the summary table, each method's clusters, the sizes
+        return [
+            *(f"results/tables/{dataset}{ext}" for ext in (".md", ".html")),
+            *expand(
+                "results/{dataset}/{split}/{method}.clusters.tsv",
+                dataset=dataset,
+                split=splits,
+                method=d["methods"],
+            ),
+            *(
+                f"results/plots/{dataset}_{splits[0]}_cluster_sizes.{e}"
+                for e in ("png", "svg")
+            ),
+        ]
     tables = [dataset, f"{dataset}_{splits[0]}_prf"]
     plots = [f"{dataset}_precision_recall"]
     plots.append(f"{dataset}_{splits[-1]}_cluster_sizes")
@@ -457,6 +549,8 @@ MS1M_IDENTITIES_PER_PART = 8573
 def n_images(dataset, split):
     """Number of images of a split (an estimate until its features file exists)."""
     d = DATASETS[dataset]
+    if not is_labelled(d):
+        return d["images"]["all"]  # read from the file's header by check_inputs
     path = features_path(dataset, split)
     if os.path.exists(path):
         return os.path.getsize(path) // (4 * d["dim"])
@@ -593,4 +687,5 @@ def method_threads(method, dataset, split):
 
 
 def train_split(dataset):
-    return DATASETS[dataset]["train_split"]
+    """The dataset's train split (None: an unlabelled dataset has none)."""
+    return DATASETS[dataset].get("train_split")

@@ -86,6 +86,30 @@ rule partition:
         "../workflow_scripts/partition.py"
 
 
+# The mean row a `normalise: centre` dataset subtracts before L2-normalising: of its train
+# split (one file for every split), or of the split itself where it has none.
+rule centre:
+    input:
+        features=lambda wc: features_path(wc.dataset, wc.split),
+    output:
+        "results/{dataset}/centre/{split}.npy",
+    log:
+        "results/logs/centre/{dataset}/{split}.log",
+    benchmark:
+        "results/benchmarks/centre/{dataset}/{split}.tsv"
+    conda:
+        "../envs/eval.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: 1000 * attempt,
+        runtime=lambda wc, attempt: int(
+            (10 + n_images(wc.dataset, wc.split) / 1e6 * 2) * attempt
+        ),
+    params:
+        dim=lambda wc: DATASETS[wc.dataset]["dim"],
+    script:
+        "../workflow_scripts/centre.py"
+
+
 # Committee members of a synthetic dataset: the same images seen through other (perturbed)
 # embedding models, for CDP vote / mediator. Each member is generated on its own (it
 # replays the seeded base draws) and partitioned with the base labels.

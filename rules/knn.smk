@@ -2,8 +2,7 @@
 # (common.smk: knn_k); methods with a smaller k cut it.
 rule knn:
     input:
-        features=lambda wc: features_path(wc.dataset, wc.split),
-        labels=lambda wc: labels_path(wc.dataset, wc.split),
+        unpack(knn_inputs),
     output:
         "results/{dataset}/{split}/knn/{backend}_k{k}.npz",
     log:

@@ -21,7 +21,8 @@ rule proposals:
             wc.dataset, wc.split, wc.proposal_set, attempt
         )["runtime"],
     params:
-        spec=lambda wc: PROPOSALS[wc.proposal_set],
+        # in key order: a config rewritten in another order is the same set to the rerun trigger
+        spec=lambda wc: canonical(PROPOSALS[wc.proposal_set]),
         backends=BACKENDS,
         dim=lambda wc: DATASETS[wc.dataset]["dim"],
         seed=config["seed"],

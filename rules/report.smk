@@ -27,6 +27,7 @@ rule table:
     params:
         methods=lambda wc: DATASETS[wc.dataset]["methods"],
         splits=lambda wc: DATASETS[wc.dataset]["test_splits"],
+        labelled=lambda wc: is_labelled(DATASETS[wc.dataset]),
     script:
         "../workflow_scripts/table.py"
 
@@ -235,12 +236,10 @@ rule plot_time:
         "../workflow_scripts/plot_time.py"
 
 
+# the cells (cluster jobs) wrote the labels; a labelled split's true sizes in grey
 rule plot_cluster_sizes:
     input:
-        gt=lambda wc: labels_path(wc.dataset, wc.split),
-        pred=split_labels,
-        # the cells: the cluster jobs that wrote the labels
-        cells=split_cells,
+        unpack(cluster_sizes_inputs),
     output:
         png=report(
             "results/plots/{dataset}_{split}_cluster_sizes.png",

@@ -35,6 +35,7 @@ rule train:
     params:
         method=lambda wc: model_method(wc.dataset, wc.model),
         method_cfg=lambda wc: mcfg(wc.dataset, model_method(wc.dataset, wc.model)),
+        split=lambda wc: train_split(wc.dataset),
         extra=lambda wc: extra_files(
             wc.dataset,
             train_split(wc.dataset),

@@ -461,3 +461,120 @@ def test_upstream_inference_feeds_gcne(tmp_path):
     assert infer == {"part0", "part1"}
     jobs = re.findall(r"^rule (\w+):", proc.stdout, flags=re.M)
     assert jobs.count("train") == 2  # GCN-V's and GCN-E's
+
+
+# --------------------------------------------------------------- the user's own embeddings
+
+
+def _unlabelled_config(tmp_path, features, **dataset):
+    """The tiny config plus an unlabelled dataset `mine` (the one dataset of rule all)."""
+    config = yaml.safe_load(TINY.read_text())
+    config["all"] = ["mine"]
+    config["datasets"]["mine"] = {"source": "unlabelled", "features": str(features), **dataset}
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    return cfg
+
+
+def test_unlabelled_embeddings_with_a_model_trained_elsewhere(runs, tmp_path):
+    """A float16 .npy with ids, clustered by CDP (its th calibrated on synth's part0), by
+    Infomap and by GCN-V trained on synth's part0: clusters.tsv with ids, a run record with
+    the summary, the summary table and the cluster-size plot; the tiny run's GCN-V model is
+    reused, not retrained."""
+    work = runs[0]
+    feats = np.fromfile(work / "resources/synth/features/part1.bin", dtype="<f4").reshape(-1, 256)
+    np.save(tmp_path / "emb.npy", feats.astype(np.float16))
+    ids = [f"photos/{i:05d}.jpg" for i in range(feats.shape[0])]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    cfg = _unlabelled_config(
+        tmp_path,
+        tmp_path / "emb.npy",
+        ids=str(tmp_path / "ids.txt"),
+        train_on="synth",
+        methods=["cdp", "infomap", "gcnv"],
+        calibrate=[{"method": "cdp", "grid": {"th": [0.6, 0.7]}, "on": "synth/part0"}],
+    )
+    models = sorted((work / "results/synth/models").iterdir())
+    targets = [
+        "results/tables/mine.md",
+        "results/plots/mine_all_cluster_sizes.png",
+        *(f"results/mine/all/{m}.clusters.tsv" for m in ("cdp", "infomap", "gcnv")),
+    ]
+    proc = snakemake("--configfile", str(cfg), "--cores", "2", *targets, cwd=work)
+    jobs = set(re.findall(r"rule (\w+):", proc.stdout + proc.stderr))
+    assert "train" not in jobs and {"calibrate", "cluster", "knn", "table"} <= jobs
+    assert sorted((work / "results/synth/models").iterdir()) == models
+    res = work / "results" / "mine" / "all"
+    gcnv = pd.read_csv(res / "gcnv.clusters.tsv", sep="\t")
+    assert list(gcnv.columns) == ["id", "cluster", "confidence"]
+    assert gcnv["id"].tolist() == ids and gcnv["confidence"].between(-1, 2).all()
+    run = yaml.safe_load((res / "gcnv.run.json").read_text())
+    assert run["summary"]["n_items"] == len(ids) and run["summary"]["n_clusters"] > 10
+    # the same items as synth's part1, as float16: the same clustering as the labelled cell
+    labelled = np.loadtxt(work / "results/synth/part1/gcnv.labels", dtype=np.int64)
+    assert run["summary"]["n_clusters"] == pytest.approx(np.unique(labelled).size, rel=0.1)
+    cal = yaml.safe_load((work / "results/mine/calibration/cdp.json").read_text())
+    assert cal["on"] == "synth/part0" and cal["chosen"]["th"] in (0.6, 0.7)
+    cdp_run = yaml.safe_load((res / "cdp.run.json").read_text())
+    assert cdp_run["params"]["th"] == cal["chosen"]["th"] and cdp_run["calibration"] == cal
+    assert (work / "results/synth/part0/cdp/th~0.6.tsv").is_file()
+    md = (work / "results/tables/mine.md").read_text()
+    assert "mine (unlabelled, all)" in md and "| gcnv |" in md and "largest cluster" in md
+
+
+def test_every_label_free_method_plans_on_unlabelled_embeddings(tmp_path):
+    """`results/mine/all/{method}.clusters.tsv` plans for every variant of the default
+    registry that can run without labels (the learned ones trained on synth's part0)."""
+    np.save(tmp_path / "emb.npy", np.random.default_rng(0).standard_normal((50, 256)))
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    # needs the true number of identities (kmeans, spectral, ward HAC) or a committee of
+    # other models' features (CDP vote / mediator): not without labels
+    cannot = {
+        "kmeans", "minibatch_kmeans", "spectral", "dask_spectral", "hac", "cdp_vote",
+        "cdp_mediator",
+    }  # fmt: skip
+    methods = [m for m in config["methods"] if m not in cannot]
+    assert len(methods) >= 20
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "all": ["mine"],
+                "datasets": {
+                    "mine": {
+                        "source": "unlabelled",
+                        "features": str(tmp_path / "emb.npy"),
+                        "train_on": "synth",
+                        "methods": methods,
+                    }
+                },
+            }
+        )
+    )
+    targets = [f"results/mine/all/{m}.clusters.tsv" for m in methods]
+    proc = snakemake("--configfile", str(cfg), "-n", *targets, cwd=tmp_path)
+    for m in methods:
+        assert f"results/mine/all/{m}.clusters.tsv" in proc.stdout, m
+    assert "results/synth/models/gcnv_" in proc.stdout
+    # the ones that cannot are refused before any job, each with its reason
+    cfg.write_text(cfg.read_text().replace("methods:", "methods: [kmeans, cdp_vote]\n    x:"))
+    bad = yaml.safe_load(cfg.read_text())
+    bad["datasets"]["mine"].pop("x")
+    cfg.write_text(yaml.safe_dump(bad))
+    proc = snakemake("--configfile", str(cfg), "-n", cwd=tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "'kmeans' uses the true number of identities" in out
+    assert "'cdp_vote' needs a committee" in out
+
+
+def test_bad_embeddings_fail_before_any_job(tmp_path):
+    x = np.random.default_rng(0).standard_normal((40, 256)).astype(np.float32)
+    x[7] = np.nan
+    np.save(tmp_path / "emb.npy", x)
+    cfg = _unlabelled_config(tmp_path, tmp_path / "emb.npy", methods=["cdp"])
+    proc = snakemake("--configfile", str(cfg), "-n", cwd=tmp_path, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "emb.npy: row(s) with NaN or Inf (first rows: [7])" in out
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()

@@ -8,7 +8,7 @@ tasks.run_logged(
     snakemake.log[0],
     tasks.cluster_cell,
     snakemake.input.features,
-    snakemake.input.labels,
+    snakemake.input.get("labels"),
     snakemake.input.knn,
     snakemake.input.get("model"),
     snakemake.output.labels,
@@ -25,4 +25,8 @@ tasks.run_logged(
     seed=snakemake.params.seed,
     threads=snakemake.threads,
     device=snakemake.params.device,
+    centre=snakemake.input.get("centre"),
+    calibration=snakemake.input.get("calibration"),
+    ids=snakemake.input.get("ids"),
+    out_clusters=snakemake.output.clusters,
 )

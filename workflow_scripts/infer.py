@@ -8,7 +8,7 @@ tasks.run_logged(
     snakemake.log[0],
     tasks.infer,
     snakemake.input.features,
-    snakemake.input.labels,
+    snakemake.input.get("labels"),
     snakemake.input.knn,
     snakemake.input.model,
     snakemake.output[0],
@@ -19,4 +19,5 @@ tasks.run_logged(
     seed=snakemake.params.seed,
     threads=snakemake.threads,
     device=snakemake.params.device,
+    centre=snakemake.input.get("centre"),
 )

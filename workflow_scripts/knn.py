@@ -8,11 +8,12 @@ tasks.run_logged(
     snakemake.log[0],
     tasks.knn,
     snakemake.input.features,
-    snakemake.input.labels,
+    snakemake.input.get("labels"),
     snakemake.output[0],
     dim=snakemake.params.dim,
     k=int(snakemake.wildcards.k),
     backend=snakemake.params.backend,
     threads=snakemake.threads,
     seed=snakemake.params.seed,
+    centre=snakemake.input.get("centre"),
 )

@@ -7,7 +7,7 @@ from facecluster import tasks  # noqa: E402
 tasks.run_logged(
     snakemake.log[0],
     tasks.plot_cluster_sizes,
-    snakemake.input.gt,
+    snakemake.input.get("gt"),
     list(snakemake.input.pred),
     snakemake.output.png,
     snakemake.output.svg,

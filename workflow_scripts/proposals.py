@@ -8,7 +8,7 @@ tasks.run_logged(
     snakemake.log[0],
     tasks.proposals,
     snakemake.input.features,
-    snakemake.input.labels,
+    snakemake.input.get("labels"),
     snakemake.input.knn,
     snakemake.output[0],
     spec=snakemake.params.spec,
@@ -16,4 +16,5 @@ tasks.run_logged(
     dim=snakemake.params.dim,
     threads=snakemake.threads,
     seed=snakemake.params.seed,
+    centre=snakemake.input.get("centre"),
 )

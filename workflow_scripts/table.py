@@ -14,4 +14,5 @@ tasks.run_logged(
     dataset=snakemake.wildcards.dataset,
     methods=snakemake.params.methods,
     splits=snakemake.params.splits,
+    labelled=snakemake.params.labelled,
 )

@@ -8,7 +8,7 @@ tasks.run_logged(
     snakemake.log[0],
     tasks.train,
     snakemake.input.features,
-    snakemake.input.labels,
+    snakemake.input.get("labels"),
     snakemake.input.knn,
     snakemake.output[0],
     method=snakemake.params.method,
@@ -19,4 +19,7 @@ tasks.run_logged(
     seed=snakemake.params.seed,
     threads=snakemake.threads,
     device=snakemake.params.device,
+    centre=snakemake.input.get("centre"),
+    dataset=snakemake.wildcards.dataset,
+    split=snakemake.params.split,
 )
