@@ -55,7 +55,7 @@ def test_schema_families_match_registry():
             lambda c: c["methods"]["cdp"]["per_dataset"]["deepfashion"]["params"].update(th=2),
             "methods.cdp.per_dataset.deepfashion.params.th",
         ),
-        (lambda c: c["datasets"]["ytf"]["methods"].append("gcnv"), "datasets.ytf.methods[9]"),
+        (lambda c: c["datasets"]["ytf"]["methods"].append("gcnv"), "datasets.ytf.methods[10]"),
         (
             lambda c: c["datasets"]["ms1m"]["methods"].append("cdp_vote"),
             "'cdp_vote' needs a committee",
