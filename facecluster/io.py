@@ -115,7 +115,8 @@ def l2_normalize(
     """
     for start in range(0, x.shape[0], chunk_rows):
         block = x[start : start + chunk_rows]
-        norms = np.linalg.norm(block.astype(np.float64), axis=1)
+        # accumulated in float64 without a float64 copy of the block
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
         bad = np.flatnonzero(norms == 0)
         if bad.size:
             raise InputError(
