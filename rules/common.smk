@@ -440,8 +440,9 @@ def cluster_sizes_inputs(wildcards):
 
 
 def with_published(dataset):
-    """Real datasets show the published numbers beside ours; synthetic ones ours only."""
-    return DATASETS[dataset]["source"] != "synthetic"
+    """Real datasets show the published numbers beside ours; synthetic and unlabelled ones
+    ours only."""
+    return DATASETS[dataset]["source"] not in ("synthetic", "unlabelled")
 
 
 def published_path():
