@@ -283,6 +283,18 @@ def _notes(joined: pd.DataFrame) -> list[str]:
     return out
 
 
+def knn_section(
+    cells: pd.DataFrame, methods: Sequence[str], splits: Sequence[str]
+) -> pd.DataFrame | None:
+    """Which kNN graph each cell used (``exact``, or ``hnsw, recall@80 0.973``), methods ×
+    splits; None when every cell's graph was exact."""
+    if "knn" not in cells or not (cells["knn"].dropna().astype(str) != "exact").any():
+        return None
+    index = pd.MultiIndex.from_product([list(methods), list(splits)], names=["method", "split"])
+    knn = cells.set_index(["method", "split"])["knn"].reindex(index)
+    return knn.fillna(DASH).unstack("split").reindex(index=list(methods), columns=list(splits))
+
+
 def cell_warnings(cells: pd.DataFrame) -> list[str]:
     """The cells' threshold warnings (``warning`` column, " | "-separated), one line each,
     prefixed with the split."""
@@ -445,6 +457,9 @@ def overview_table(
         ("Wall time of the cluster job (s)", seconds),
         ("Peak memory of the cluster job (MB)", memory),
     ]
+    knn = knn_section(cells, methods, splits)
+    if knn is not None:
+        sections.append(("kNN graph (backend, recall at k on a sample)", knn))
     return Table(
         title=dataset,
         sections=sections,

@@ -71,6 +71,7 @@ METRIC_COLUMNS = [
     "size_p90",
     "size_p99",
     "warning",
+    "knn",
     "note",
 ]
 
@@ -351,19 +352,25 @@ def knn(
     threads: int,
     seed: int,
     centre: str | None = None,
-) -> None:
-    """Build the kNN graph of one split with one backend and k, and write it as ``.npz``."""
+    out_report: str | None = None,
+) -> dict:
+    """Build the kNN graph of one split with one backend and k, and write it as ``.npz``;
+    with ``out_report``, what it was built with beside it (JSON: the index, its effective
+    parameters, and for an approximate index the recall at k measured on a sample of rows
+    against exact search, :func:`knn.build_knn`)."""
     feats, _ = load_split(features, labels, dim, centre)
     t0 = time.perf_counter()
-    graph = build_knn_from_spec(feats, k, backend, threads=threads, seed=seed, source=str(features))
-    log.info(
-        "kNN %s k=%d of %d items: %.1f s",
-        backend["index"],
-        k,
-        feats.shape[0],
-        time.perf_counter() - t0,
+    report = {}
+    graph = build_knn_from_spec(
+        feats, k, backend, threads=threads, seed=seed, source=str(features), report=report
     )
+    report["seconds"] = time.perf_counter() - t0
+    log.info("kNN of %d items: %s", feats.shape[0], report)
     write_knn(out, graph)
+    if out_report:
+        with atomic_path(out_report) as tmp:
+            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
 
 
 def proposals(
@@ -665,6 +672,7 @@ def cluster(
     )
     for line in record["warnings"]:
         log.warning("%s", line)
+    record["knn"] = read_knn_report(knn_path)
     model = load_model(model_path) if model_path else None
     if model is not None:
         _check_model(model, method_cfg, model_path, dim)
@@ -736,6 +744,24 @@ def cluster_cell(
     return evaluate(
         labels, out_labels, out_run, out_cell, dataset=dataset, split=split, method=method
     )
+
+
+def read_knn_report(knn_path: str) -> dict | None:
+    """The report written beside a kNN file by :func:`knn` (None for a file from elsewhere,
+    e.g. learn-to-cluster's exact ``faiss_k_*.npz``)."""
+    path = Path(knn_path).with_suffix(".json")
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def knn_label(report: dict | None) -> str:
+    """A cell's kNN in a few words: ``exact``, or ``hnsw, recall@80 0.973``."""
+    if not report or report.get("exact"):
+        return "exact"
+    recall = report.get("recall_at_k")
+    measured = f", recall@{report['k']} {recall:.3f}" if recall is not None else ""
+    return f"{report['index']}{measured}"
 
 
 def _check_model(model: dict, method_cfg: dict, path: str, dim: int | None = None) -> None:
@@ -824,6 +850,8 @@ def evaluate(
     row = {"dataset": dataset, "split": split, "method": method, "n_items": int(n_items)}
     if record.get("warnings"):
         row["warning"] = " | ".join(record["warnings"])
+    if "knn" in record:
+        row["knn"] = knn_label(record["knn"])
     if record.get("refused"):  # beyond its limits: no labels, the reason instead
         row["note"] = record["refused"]
     else:

@@ -4,7 +4,9 @@ rule knn:
     input:
         unpack(knn_inputs),
     output:
-        "results/{dataset}/{split}/knn/{backend}_k{k}.npz",
+        knn="results/{dataset}/{split}/knn/{backend}_k{k}.npz",
+        # the index, its parameters, and an approximate graph's recall on a sample
+        report="results/{dataset}/{split}/knn/{backend}_k{k}.json",
     log:
         "results/logs/knn/{dataset}/{split}/{backend}_k{k}.log",
     benchmark:
@@ -36,7 +38,8 @@ use rule knn as committee_knn with:
         features=lambda wc: committee_features_path(wc.dataset, wc.split, wc.member),
         labels=lambda wc: labels_path(wc.dataset, wc.split),
     output:
-        "results/{dataset}/{split}/committee/{member}/knn/{backend}_k{k}.npz",
+        knn="results/{dataset}/{split}/committee/{member}/knn/{backend}_k{k}.npz",
+        report="results/{dataset}/{split}/committee/{member}/knn/{backend}_k{k}.json",
     log:
         "results/logs/knn/{dataset}/{split}/committee_{member}_{backend}_k{k}.log",
     benchmark:

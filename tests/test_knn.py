@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facecluster.io import InputError, l2_normalize
-from facecluster.knn import brute_force_knn, build_knn
+from facecluster.knn import brute_force_knn, build_knn, exact_neighbours, recall_at_k
 
 N, D, K = 500, 32, 10
 
@@ -202,3 +202,61 @@ def test_threads_argument(data, flat, kernel):
     assert faiss.omp_get_max_threads() == before
     np.testing.assert_array_equal(got.nbrs, flat.nbrs)
     np.testing.assert_allclose(got.sims, flat.sims, rtol=0, atol=2e-6)
+
+
+# ------------------------------------------------------------------ recall of approximate kNN
+
+
+def test_recall_at_k_has_the_known_answer():
+    """k = 4; row 0 misses one exact neighbour, row 1 two (one by padding), the order inside
+    a row does not matter: recall (4 + 3 + 2) / 12."""
+    exact = np.array([[0, 1, 2, 3], [1, 0, 5, 6], [2, 7, 8, 9]])
+    found = np.array([[0, 1, 2, 3], [1, 5, 0, 4], [2, 9, -1, 11]])
+    assert recall_at_k(found, exact) == pytest.approx(9 / 12)
+    assert recall_at_k(exact[:, ::-1], exact) == 1.0
+    with pytest.raises(ValueError, match="shape"):
+        recall_at_k(found[:, :3], exact)
+
+
+def test_exact_neighbours_match_brute_force(data):
+    rows = np.array([0, 5, 17, 300])
+    got = exact_neighbours(data, rows, 10)
+    np.testing.assert_array_equal(
+        np.sort(got, axis=1), np.sort(brute_force_knn(data, 10).nbrs[rows], axis=1)
+    )
+
+
+def test_report_of_exact_and_approximate_graphs(data):
+    report = {}
+    build_knn(data, 10, index="flat", report=report)
+    assert report["exact"] and report["recall_at_k"] == 1.0 and report["k"] == 10
+    report = {}
+    graph = build_knn(
+        data, 10, index="ivf", params={"nlist": 16, "nprobe": 1, "recall_sample": 200},
+        report=report, seed=0,
+    )  # fmt: skip
+    rows = np.sort(np.random.default_rng(0).choice(data.shape[0], 200, replace=False))
+    expected = recall_at_k(graph.nbrs[rows], exact_neighbours(data, rows, 10))
+    assert report["recall_at_k"] == pytest.approx(expected)
+    assert report["nlist"] == 16 and report["nprobe"] == 1 and report["recall_sample"] == 200
+    assert 0 < report["recall_at_k"] < 1  # one list of 16: approximate
+
+
+def test_ivf_nprobe_from_a_recall_target(data):
+    """Without nprobe, the smallest power of two whose sampled recall reaches the target."""
+    reports = {}
+    for target in (0.5, 0.99):
+        reports[target] = {}
+        build_knn(
+            data, 10, index="ivf", params={"nlist": 32, "recall_target": target},
+            report=reports[target], seed=0,
+        )  # fmt: skip
+        assert reports[target]["recall_at_k"] >= target
+    assert reports[0.5]["nprobe"] < reports[0.99]["nprobe"] <= 32
+    # one step fewer lists misses the target
+    fewer = {}
+    build_knn(
+        data, 10, index="ivf", params={"nlist": 32, "nprobe": reports[0.99]["nprobe"] // 2},
+        report=fewer, seed=0,
+    )  # fmt: skip
+    assert fewer["recall_at_k"] < 0.99

@@ -100,7 +100,10 @@ def test_one_knn_per_split_and_one_model_per_training(runs):
     res = runs[0] / "results" / "synth"
     # cdp (k 10), gcnv (k 20) and infomap (k 50) read one exact graph, at k 50
     for split in ("part1", "part3"):
-        assert sorted(p.name for p in (res / split / "knn").iterdir()) == ["flat_k50.npz"]
+        knn = sorted(p.name for p in (res / split / "knn").iterdir())
+        assert knn == ["flat_k50.json", "flat_k50.npz"]
+        report = yaml.safe_load((res / split / "knn" / "flat_k50.json").read_text())
+        assert report["exact"] and report["recall_at_k"] == 1.0 and report["k"] == 50
         members = sorted(p.parent.parent.name for p in (res / split / "committee").rglob("*.npz"))
         assert members == ["m1", "m2"]
     # gcnv and gcnv_tau differ only in tau: one model; and GCN-D's and STAR-FC's

@@ -9,11 +9,12 @@ tasks.run_logged(
     tasks.knn,
     snakemake.input.features,
     snakemake.input.get("labels"),
-    snakemake.output[0],
+    snakemake.output.knn,
     dim=snakemake.params.dim,
     k=int(snakemake.wildcards.k),
     backend=snakemake.params.backend,
     threads=snakemake.threads,
     seed=snakemake.params.seed,
     centre=snakemake.input.get("centre"),
+    out_report=snakemake.output.report,
 )
