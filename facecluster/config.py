@@ -360,6 +360,19 @@ def _extra_input_errors(config: dict, specs: dict) -> list[str]:
     out = []
     methods, sets = config.get("methods", {}), config.get("proposals", {})
     backends = config.get("knn_backends", {})
+    for name, b in backends.items():
+        if b.get("block_rows") is not None:
+            if b["index"] != "flat":
+                out.append(
+                    f"knn_backends.{name}.block_rows: only an exact (flat) kNN is searched in "
+                    f"blocks (an {b['index']} index would be built once per block)"
+                )
+            elif b["block_rows"] % b.get("batch_size", 16384):
+                out.append(
+                    f"knn_backends.{name}.block_rows: {b['block_rows']} is not a multiple of "
+                    f"batch_size {b.get('batch_size', 16384)} (blocks must search the batches "
+                    f"of the unsharded search, so that the merged graph equals it)"
+                )
     for name, s in sets.items():
         if s.get("knn_backend", "flat") not in backends:
             out.append(

@@ -158,6 +158,7 @@ def build_knn(
     use_gpu: bool | None = None,
     source: str = "features",
     report: dict | None = None,
+    query_rows: tuple[int, int] | None = None,
 ) -> Knn:
     """k nearest neighbours of every row of ``features`` among all rows, by inner product.
 
@@ -176,6 +177,10 @@ def build_knn(
     seed : seeds IVF training sampling and clustering.
     use_gpu : ``None`` = use faiss-gpu when available.
     source : name of the feature file, for error messages.
+    query_rows : ``(start, stop)``: search the neighbours of these rows only (one block of
+        a sharded kNN; ``start`` a multiple of ``batch_size``, so each search call is the
+        unsharded search's and the rows come out identical); the result has
+        ``stop - start`` rows.
     report : a dict to fill with :func:`knn_report`'s fields (the index, its parameters,
         and for an approximate index the recall at k measured on a sample of rows against
         exact search); None: no measurement.
@@ -208,16 +213,17 @@ def build_knn(
         idx = _make_index(features, index, params, seed, use_gpu)
         if index == "ivf" and target is not None and not params.get("nprobe"):
             _tune_nprobe(_ivf(idx), features, rows, exact, k, target, source)
-        nbrs = np.empty((n, k), dtype=np.int32)
-        sims = np.empty((n, k), dtype=np.float32)
-        for start in range(0, n, batch_size):
-            stop = min(n, start + batch_size)
+        first, last = query_rows if query_rows is not None else (0, n)
+        nbrs = np.empty((last - first, k), dtype=np.int32)
+        sims = np.empty((last - first, k), dtype=np.float32)
+        for start in range(first, last, batch_size):
+            stop = min(last, start + batch_size)
             d, i = idx.search(features[start:stop], k)
             missing = i < 0
             d[missing] = -1.0
-            nbrs[start:stop] = i
-            sims[start:stop] = d
-            _put_self_first(nbrs[start:stop], start)
+            nbrs[start - first : stop - first] = i
+            sims[start - first : stop - first] = d
+            _put_self_first(nbrs[start - first : stop - first], start)
         if report is not None:
             report.update(knn_report(index, idx, k, n))
             if measure:
@@ -259,6 +265,7 @@ def build_knn_from_spec(features: np.ndarray, k: int, spec: dict, **kwargs) -> K
     params = dict(spec)
     index = params.pop("index", "flat")
     batch_size = params.pop("batch_size", 16384)
+    params.pop("block_rows", None)  # how the workflow shards the search, not the search
     return build_knn(features, k, index=index, params=params, batch_size=batch_size, **kwargs)
 
 

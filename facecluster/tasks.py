@@ -31,6 +31,7 @@ from .diagnostics import cluster_summary, threshold_warnings
 from .graph import finalize_labels
 from .io import (
     InputError,
+    Knn,
     atomic_path,
     feature_mean,
     inspect_features,
@@ -353,11 +354,19 @@ def knn(
     seed: int,
     centre: str | None = None,
     out_report: str | None = None,
+    blocks: Sequence[str] | None = None,
 ) -> dict:
     """Build the kNN graph of one split with one backend and k, and write it as ``.npz``;
     with ``out_report``, what it was built with beside it (JSON: the index, its effective
     parameters, and for an approximate index the recall at k measured on a sample of rows
-    against exact search, :func:`knn.build_knn`)."""
+    against exact search, :func:`knn.build_knn`). With ``blocks`` (a sharded search, the
+    files of :func:`knn_block`), merge them instead."""
+    if blocks:
+        report = knn_merge(blocks, out, out_report)
+        n = inspect_features(features, dim).n
+        if report["n_items"] != n:
+            raise InputError(f"{features}: {n} rows, but the kNN blocks cover {report['n_items']}")
+        return report
     feats, _ = load_split(features, labels, dim, centre)
     t0 = time.perf_counter()
     report = {}
@@ -367,6 +376,70 @@ def knn(
     report["seconds"] = time.perf_counter() - t0
     log.info("kNN of %d items: %s", feats.shape[0], report)
     write_knn(out, graph)
+    if out_report:
+        with atomic_path(out_report) as tmp:
+            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
+
+
+def knn_block(
+    features: str,
+    labels: str | None,
+    out: str,
+    *,
+    dim: int,
+    k: int,
+    backend: dict,
+    threads: int,
+    seed: int,
+    block: int,
+    n_blocks: int,
+    centre: str | None = None,
+) -> tuple[int, int]:
+    """One block of a sharded exact kNN: the neighbours (among all rows) of query rows
+    ``[block * block_rows, (block + 1) * block_rows)`` (the last block to the end, a block
+    past the end empty), written as ``.npz`` with ``nbrs``, ``sims``, ``start``, ``stop``.
+    Returns (start, stop)."""
+    feats, _ = load_split(features, labels, dim, centre)
+    n, rows = feats.shape[0], int(backend["block_rows"])
+    start = min(n, block * rows)
+    stop = n if block == n_blocks - 1 else min(n, start + rows)
+    t0 = time.perf_counter()
+    if stop > start:
+        graph = build_knn_from_spec(
+            feats, k, backend, threads=threads, seed=seed, source=str(features),
+            query_rows=(start, stop),
+        )  # fmt: skip
+        nbrs, sims = graph.nbrs, graph.sims
+    else:
+        nbrs, sims = np.zeros((0, k), np.int32), np.zeros((0, k), np.float32)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, nbrs=nbrs, sims=sims, start=start, stop=stop, n_items=n)
+    log.info("kNN block %d of %d: rows %d-%d of %d, %.1f s", block + 1, n_blocks, start, stop,
+             n, time.perf_counter() - t0)  # fmt: skip
+    return start, stop
+
+
+def knn_merge(blocks: Sequence[str], out: str, out_report: str | None = None) -> dict:
+    """The blocks of :func:`knn_block`, in order, as the split's one kNN file (equal to the
+    unsharded search); an error naming the block if they do not cover the rows once."""
+    nbrs, sims, expected, n = [], [], 0, None
+    for path in blocks:
+        with np.load(path, allow_pickle=False) as z:
+            start, stop, n = int(z["start"]), int(z["stop"]), int(z["n_items"])
+            if start != min(expected, n):
+                raise InputError(f"{path}: block starts at row {start}, expected {expected}")
+            nbrs.append(z["nbrs"])
+            sims.append(z["sims"])
+            expected = stop
+    if n is None or expected != n:
+        raise InputError(f"kNN blocks cover rows 0-{expected}, the split has {n}")
+    graph = Knn(np.concatenate(nbrs), np.concatenate(sims))
+    write_knn(out, graph)
+    report = {
+        "index": "flat", "exact": True, "recall_at_k": 1.0, "k": graph.k, "n_items": n,
+        "blocks": len(blocks),
+    }  # fmt: skip
     if out_report:
         with atomic_path(out_report) as tmp:
             tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")

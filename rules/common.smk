@@ -42,6 +42,7 @@ wildcard_constraints:
     archive=r"[A-Za-z0-9_]+",
     member=r"[A-Za-z0-9]+",
     model=r"[A-Za-z0-9_]+",
+    block=r"\d+",
     proposal_set=r"[A-Za-z0-9_]+",
     metric="pairwise_f|bcubed_f|nmi",
     view="prf|metrics",
@@ -92,8 +93,25 @@ def split_inputs(dataset, split):
     return {name: path for name, path in files.items() if path}
 
 
+def knn_blocks(dataset, split, backend):
+    """How many query blocks (jobs) a split's kNN with ``backend`` is searched in: by its
+    `block_rows` and the split's size (an estimate until the features exist: the last block
+    takes the rest, a block past the end is empty); 0 when it is one job."""
+    rows = BACKENDS[backend].get("block_rows")
+    if not rows:
+        return 0
+    blocks = -(-n_images(dataset, split) // rows)
+    return blocks if blocks > 1 else 0
+
+
 def knn_inputs(wildcards):
-    return split_inputs(wildcards.dataset, wildcards.split)
+    """The split's features, or (a sharded search) its query blocks to merge as well."""
+    inputs = split_inputs(wildcards.dataset, wildcards.split)
+    n = knn_blocks(wildcards.dataset, wildcards.split, wildcards.backend)
+    if n:
+        stem = f"results/{wildcards.dataset}/{wildcards.split}/knn/{wildcards.backend}"
+        inputs["blocks"] = [f"{stem}_k{wildcards.k}.blocks/{b}.npz" for b in range(n)]
+    return inputs
 
 
 def full_set(dataset):
@@ -290,7 +308,10 @@ def model_name(dataset, method):
     key = {
         "family": m["family"],
         "k": m["k"],
-        "knn_backend": BACKENDS[m["knn_backend"]],
+        # how the search is sharded never changes the graph
+        "knn_backend": {
+            n: v for n, v in BACKENDS[m["knn_backend"]].items() if n != "block_rows"
+        },
         # how often a checkpoint is written never changes the model
         "train": {n: v for n, v in m["train"].items() if n != "checkpoint_every"},
         "train_split": train_split(dataset),
@@ -597,8 +618,23 @@ def knn_gpu(dataset, split):
     return int(n_images(dataset, split) >= config["knn_gpu_min_images"])
 
 
-def knn_resources(dataset, split, k, backend, threads, attempt):
-    """mem_mb and runtime of building one split's kNN graph."""
+def knn_part(dataset, split, backend):
+    """What the knn job of a split does: search it whole, or merge its query blocks."""
+    return "merge" if knn_blocks(dataset, split, backend) else "whole"
+
+
+def knn_resources(dataset, split, k, backend, threads, attempt, part="whole"):
+    """mem_mb and runtime of building one split's kNN graph (``part`` "whole"), of one of
+    its query blocks ("block": the whole index, a block's share of the time), or of merging
+    the blocks ("merge": the graph's memory and a few seconds)."""
+    blocks = knn_blocks(dataset, split, backend)
+    if part == "merge":
+        n = n_images(dataset, split)
+        cost = resources.Cost(n * k * 16.0, 10.0 + n * k * 1e-7)
+        return {
+            "mem_mb": resources.mem_mb(cost, attempt, base_mb=1500),
+            "runtime": resources.runtime_minutes(cost, attempt),
+        }
     cost = resources.knn_cost(
         n_images(dataset, split),
         DATASETS[dataset]["dim"],
@@ -607,6 +643,8 @@ def knn_resources(dataset, split, k, backend, threads, attempt):
         gpu=bool(knn_gpu(dataset, split)),
         threads=threads,
     )
+    if part == "block":
+        cost = resources.Cost(cost.memory_bytes, cost.seconds / max(1, blocks))
     return {
         "mem_mb": resources.mem_mb(cost, attempt, base_mb=1500),
         "runtime": resources.runtime_minutes(cost, attempt),

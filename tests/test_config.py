@@ -197,3 +197,13 @@ def test_named_sweeps_config_is_valid_over_the_default(config):
     config["datasets"]["synth"]["sweeps"] = named["datasets"]["synth"]["sweeps"]
     out = validate_config(config)
     assert {"gcnv/tau~0.8", "infomap/min_sim~0.58", "fces/theta~0.22"} <= set(out["methods"])
+
+
+def test_block_rows_only_for_flat_and_in_whole_batches(config):
+    config["knn_backends"]["hnsw"]["block_rows"] = 1000
+    config["knn_backends"]["flat"].update(batch_size=256, block_rows=1000)
+    with pytest.raises(ConfigError) as err:
+        validate_config(config)
+    msg = str(err.value)
+    assert "knn_backends.hnsw.block_rows: only an exact (flat) kNN is searched in blocks" in msg
+    assert "knn_backends.flat.block_rows: 1000 is not a multiple of batch_size 256" in msg

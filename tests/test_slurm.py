@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
@@ -124,6 +125,9 @@ def check_gpu_requests(jobs):
 
 
 def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
+    """Also: every exact kNN of the SLURM run is searched in blocks of query rows, one SLURM
+    job each (tests/slurm/sharded.yaml); the local run searches it whole, and the files are
+    compared byte for byte below."""
     on_slurm, local = tmp_path / "slurm", tmp_path / "local"
     common = ["--configfile", str(TINY)]
     cmd = [
@@ -131,6 +135,7 @@ def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
         "--directory",
         str(on_slurm),
         *common,
+        str(ROOT / "tests" / "slurm" / "sharded.yaml"),
         "--profile",
         str(ROOT / "profiles" / "slurm"),
         "--profile",
@@ -149,18 +154,25 @@ def test_tiny_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
         )
     assert rc == 0, out[-10000:]
     assert "has been submitted with SLURM jobid" in out  # it really went through sbatch
-    check_gpu_requests(slurm_jobs())
+    jobs = slurm_jobs()
+    check_gpu_requests(jobs)
+    blocks = [j["Comment"] for j in jobs if j["Comment"].startswith("rule_knn_block_")]
+    assert len(blocks) >= 4, blocks  # part0, part1 and part3 are 1-4K items: 2-4 blocks each
 
+    unsharded = str(ROOT / "tests" / "slurm" / "unsharded.yaml")
     subprocess.run(
-        [*SNAKEMAKE, "--directory", str(local), *common, "--cores", "2"],
+        [*SNAKEMAKE, "--directory", str(local), *common, unsharded, "--cores", "2"],
         check=True,
         capture_output=True,
         timeout=TIMEOUT,
     )
     results = sorted(p.relative_to(local) for p in (local / "results" / "synth").rglob("*"))
-    # kNN graphs, the trained model and the labels: byte for byte
+    # kNN graphs (sharded on SLURM, whole here), the trained model and the labels: byte
+    # for byte
     compared = [p for p in results if p.suffix in (".labels", ".npz", ".pt")]
     assert len(compared) >= 9
+    merged = yaml.safe_load((on_slurm / "results/synth/part3/knn/flat_k50.json").read_text())
+    assert merged["blocks"] >= 2, merged
     for rel in compared:
         assert (on_slurm / rel).read_bytes() == (local / rel).read_bytes(), rel
     cols = ["pairwise_f", "bcubed_f", "nmi", "n_pred_clusters"]

@@ -281,3 +281,31 @@ def test_logs_carry_no_faiss_loader_noise(tmp_path):
     text = log.read_text()
     assert "kNN starts" in text and "a real problem" in text
     assert "ModuleNotFoundError" not in text and "Loading faiss" not in text
+
+
+def test_sharded_knn_equals_the_unsharded_one(tmp_path, small_synth):
+    """Blocks of query rows (each searching the whole split), merged, give the unsharded
+    kNN file byte for byte; a block past the end is empty; a missing block is an error."""
+    feats, labels = small_synth
+    write_features(tmp_path / "f.bin", feats)
+    n = feats.shape[0]
+    backend = {"index": "flat", "batch_size": 128, "block_rows": 512}
+    kw = dict(dim=feats.shape[1], k=10, threads=1, seed=0)
+    tasks.knn(str(tmp_path / "f.bin"), None, str(tmp_path / "whole.npz"), backend=backend, **kw)
+    n_blocks = -(-n // 512) + 1  # one more than needed: the size was an estimate
+    blocks = [str(tmp_path / f"b{b}.npz") for b in range(n_blocks)]
+    spans = [
+        tasks.knn_block(str(tmp_path / "f.bin"), None, path, backend=backend, block=b,
+                        n_blocks=n_blocks, **kw)
+        for b, path in enumerate(blocks)
+    ]  # fmt: skip
+    assert spans[0] == (0, 512) and spans[-1] == (n, n)
+    report = tasks.knn(
+        str(tmp_path / "f.bin"), None, str(tmp_path / "merged.npz"), backend=backend,
+        out_report=str(tmp_path / "merged.json"), blocks=blocks, **kw,
+    )  # fmt: skip
+    assert report["blocks"] == n_blocks and report["n_items"] == n and report["exact"]
+    assert (tmp_path / "merged.npz").read_bytes() == (tmp_path / "whole.npz").read_bytes()
+    with pytest.raises(InputError, match=r"b2\.npz: block starts at row 1024, expected 512"):
+        tasks.knn_merge([blocks[0], blocks[2]], str(tmp_path / "bad.npz"))
+    assert not (tmp_path / "bad.npz").exists()

@@ -17,4 +17,5 @@ tasks.run_logged(
     seed=snakemake.params.seed,
     centre=snakemake.input.get("centre"),
     out_report=snakemake.output.report,
+    blocks=list(snakemake.input.get("blocks", [])),
 )
