@@ -97,6 +97,9 @@ def setup_logging(log_path: str | None = None) -> None:
     )
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # library warnings (scikit-learn's "graph is not fully connected") go to the job's log
+    # with the rest, not to the console of the whole run
+    logging.captureWarnings(True)
 
 
 def peak_rss_mb() -> float:

@@ -283,6 +283,22 @@ def test_logs_carry_no_faiss_loader_noise(tmp_path):
     assert "ModuleNotFoundError" not in text and "Loading faiss" not in text
 
 
+def test_library_warnings_go_to_the_job_log(tmp_path):
+    """A library's warnings.warn lands in the job's log, not on the run's console."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "job.log"
+    code = (
+        "from facecluster.tasks import setup_logging; import warnings; "
+        f"setup_logging({str(log)!r}); "
+        "warnings.warn('graph is not fully connected', UserWarning)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert "graph is not fully connected" in log.read_text()
+    assert "not fully connected" not in proc.stderr
+
+
 def test_sharded_knn_equals_the_unsharded_one(tmp_path, small_synth):
     """Blocks of query rows (each searching the whole split), merged, give the unsharded
     kNN file byte for byte; a block past the end is empty; a missing block is an error."""

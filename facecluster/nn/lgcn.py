@@ -136,7 +136,8 @@ class SubgraphBuilder:
         self.u = min(knn.k - 1, int(active_connection))
         self.labels = None
         if labels is not None:
-            self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+            # a copy: torch warns about a read-only array (labels read from a file)
+            self.labels = torch.from_numpy(np.array(labels, dtype=np.int64)).to(device)
 
     @property
     def max_nodes(self) -> int:
