@@ -583,12 +583,14 @@ def method_limits(config: dict, method: str, dataset: str) -> dict:
 SCAN_BYTES = 512 * 2**20
 
 
-def check_inputs(config: dict) -> None:
+def check_inputs(config: dict, *, deep: bool = True) -> None:
     """Check the user's files that a validated config names, before any job runs: each
-    unlabelled dataset's features (header or size, dim, and every value when the file is at
-    most :data:`SCAN_BYTES`) and ids (count, empty and duplicate ids), and each model file.
-    Fills an unlabelled dataset's ``dim`` (from a ``.npy`` header) and ``images``
-    (``{"all": N}``).
+    unlabelled dataset's features (header or size, dim, and with ``deep`` every value when
+    the file is at most :data:`SCAN_BYTES`) and ids (with ``deep``: count, empty and
+    duplicate ids), and each model file. Fills an unlabelled dataset's ``dim`` (from a
+    ``.npy`` header) and ``images`` (``{"all": N}``). Without ``deep`` (a job that re-reads
+    the workflow on a cluster node, after the main process checked) only the header is
+    read.
 
     Raises
     ------
@@ -603,9 +605,9 @@ def check_inputs(config: dict) -> None:
             continue
         try:
             src = inspect_features(d["features"], d.get("dim"))
-            if Path(d["features"]).stat().st_size <= SCAN_BYTES:
+            if deep and Path(d["features"]).stat().st_size <= SCAN_BYTES:
                 scan_features(d["features"], src.dim)
-            if d.get("ids"):
+            if deep and d.get("ids"):
                 read_ids(d["ids"], src.n, d["features"])
         except InputError as exc:
             problems.append(f"datasets.{name}: {exc}")

@@ -17,6 +17,7 @@ never leaves a partial file where a complete one is expected.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import zipfile
@@ -38,6 +39,7 @@ __all__ = [
     "read_ids",
     "scan_features",
     "write_features",
+    "write_json",
     "read_labels",
     "write_labels",
     "read_knn",
@@ -237,15 +239,20 @@ def _row_chunks(src: FeatureFile, chunk_rows: int) -> Iterator[tuple[int, np.nda
             yield start, block.astype(np.float32)
 
 
+def _nonfinite_rows(block: np.ndarray, start: int) -> np.ndarray:
+    """Indices (numbered from ``start``) of the rows of ``block`` holding NaN or Inf."""
+    return start + np.flatnonzero(~np.isfinite(block).all(axis=1))
+
+
 def feature_mean(path: str | os.PathLike, dim: int | None = None) -> np.ndarray:
     """The mean row of a feature file (float64, (D,)), read in blocks of rows; for the
     ``normalise: centre`` convention."""
     src = inspect_features(path, dim)
     total = np.zeros(src.dim, dtype=np.float64)
     for start, block in _row_chunks(src, CHUNK_ROWS):
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            _raise_not_finite(src.path, start + np.flatnonzero(~finite), None)
+        bad = _nonfinite_rows(block, start)
+        if bad.size:
+            _raise_not_finite(src.path, bad, None)
         total += block.sum(axis=0, dtype=np.float64)
     return total / src.n
 
@@ -261,9 +268,8 @@ def scan_features(path: str | os.PathLike, dim: int | None = None) -> FeatureFil
     naming the file, the problem and the first offending rows."""
     src = inspect_features(path, dim)
     for start, block in _row_chunks(src, CHUNK_ROWS):
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            bad = start + np.flatnonzero(~finite)
+        bad = _nonfinite_rows(block, start)
+        if bad.size:
             raise InputError(f"{src.path}: row(s) with NaN or Inf (first rows: {bad[:5].tolist()})")
         zero = np.flatnonzero(~block.any(axis=1))
         if zero.size:
@@ -324,9 +330,8 @@ def read_features(
     bad, n_bad = [], 0
     shift = None if centre is None else np.asarray(centre, dtype=np.float32)
     for start, block in _row_chunks(src, CHUNK_ROWS):
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            rows = start + np.flatnonzero(~finite)
+        rows = _nonfinite_rows(block, start)
+        if rows.size:
             n_bad += rows.size
             bad.extend(rows[: max(0, 5 - len(bad))].tolist())
             continue
@@ -372,6 +377,13 @@ def read_ids(path: str | os.PathLike, n_items: int, features: str | os.PathLike)
         first = ", ".join(f"{ids.iat[i]!r} (line {i + 1})" for i in dup[:5])
         raise InputError(f"{path}: {dup.size} lines hold duplicate ids: {first}")
     return ids.to_numpy()
+
+
+def write_json(path: str | os.PathLike, obj, *, sort_keys: bool = True) -> None:
+    """Write ``obj`` as indented JSON (keys sorted unless ``sort_keys`` is False) with a
+    final newline, atomically: run records, kNN reports, calibrations."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def write_features(path: str | os.PathLike, features: np.ndarray) -> None:

@@ -39,6 +39,7 @@ from .io import (
     read_ids,
     read_knn,
     read_labels,
+    write_json,
     write_knn,
 )
 from .io import write_labels as _write_labels
@@ -380,8 +381,7 @@ def knn(
     log.info("kNN of %d items: %s", feats.shape[0], report)
     write_knn(out, graph)
     if out_report:
-        with atomic_path(out_report) as tmp:
-            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_json(out_report, report)
     return report
 
 
@@ -444,8 +444,7 @@ def knn_merge(blocks: Sequence[str], out: str, out_report: str | None = None) ->
         "blocks": len(blocks),
     }  # fmt: skip
     if out_report:
-        with atomic_path(out_report) as tmp:
-            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_json(out_report, report)
     return report
 
 
@@ -635,10 +634,6 @@ def _calibrated(method_cfg: dict, calibration: str | None) -> tuple[dict, dict |
     return cfg, chosen
 
 
-def _with_param_defaults(params: dict, spec) -> dict:
-    return {**{p: v["default"] for p, v in spec.params.items() if "default" in v}, **params}
-
-
 def write_clusters(
     out: str, pred: np.ndarray, *, ids: np.ndarray | None = None, scores: dict | None = None
 ) -> None:
@@ -732,8 +727,7 @@ def cluster(
             tmp.write_text("")
         if out_clusters:
             write_clusters(out_clusters, np.zeros(0, dtype=np.int64), ids=None)
-        with atomic_path(out_run) as tmp:
-            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_json(out_run, record)
         return None
     item_ids = read_ids(ids, n_items, features) if ids else None
     feats = read_features(
@@ -742,7 +736,7 @@ def cluster(
     graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
     record["warnings"] = threshold_warnings(
         graph,
-        _with_param_defaults(method_cfg.get("params", {}), spec),
+        spec.with_defaults(method_cfg.get("params", {})),
         spec.thresholds,
         method=method,
     )
@@ -782,8 +776,7 @@ def cluster(
         seconds=seconds,
         peak_rss_mb=peak_rss_mb(),
     )
-    with atomic_path(out_run) as tmp:
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    write_json(out_run, record)
     log.info(
         "%s: %d clusters (%d singletons, largest %d) in %.1f s",
         method,
@@ -890,8 +883,7 @@ def calibrate(
         "scores": scores,
         "chosen": dict(points[best]),
     }
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result, sort_keys=False)
     log.info(
         "calibration of %s on %s: %s (%s %.4f)",
         method,

@@ -23,8 +23,9 @@ from facecluster.proposals import set_ks
 
 validate_config(config, f"{workflow.basedir}/config/schema.yaml")
 # the user's own embeddings (source: unlabelled), ids and model files, checked before any
-# job: header, size, dim, ids (and the values of files small enough to read at once)
-check_inputs(config)
+# job: header, size, dim, ids (and the values of files small enough to read at once); a
+# job re-reading the workflow on a cluster node reads the header only (its dim and size)
+check_inputs(config, deep=workflow.is_main_process)
 
 DATASETS = config["datasets"]
 METHODS = config["methods"]
@@ -366,8 +367,9 @@ def cluster_inputs(wildcards):
     }
     if is_supervised(method):
         inputs["model"] = model_path(dataset, method)
-    if calibration_path(dataset, method):
-        inputs["calibration"] = calibration_path(dataset, method)
+    calibration = calibration_path(dataset, method)
+    if calibration:
+        inputs["calibration"] = calibration
     if DATASETS[dataset].get("ids"):
         inputs["ids"] = DATASETS[dataset]["ids"]
     return inputs

@@ -190,36 +190,35 @@ def test_ids_of_wrong_length_empty_or_duplicate(tmp_path):
         read_ids(tmp_path / "gap.txt", 3, "e.npy")
 
 
-def _unlabelled_config(tmp_path, **dataset):
+def _with_unlabelled(**dataset):
+    """The default config plus an unlabelled dataset `mine` (CDP unless ``methods``)."""
     config = copy.deepcopy(DEFAULT)
     config["datasets"]["mine"] = {"source": "unlabelled", "methods": ["cdp"], **dataset}
-    return validate_config(config)
+    return config
 
 
 def test_check_inputs_before_any_job_fills_dim_and_size(tmp_path):
     x, _ = blobs()
     path = _npy(tmp_path, x.astype(np.float16))
-    config = _unlabelled_config(tmp_path, features=str(path))
+    config = validate_config(_with_unlabelled(features=str(path)))
     assert config["datasets"]["mine"]["test_splits"] == ["all"]
     check_inputs(config)
     assert config["datasets"]["mine"]["dim"] == 32
     assert config["datasets"]["mine"]["images"] == {"all": 300}
     (tmp_path / "ids.txt").write_text("x\n" * 300)
-    bad = _unlabelled_config(tmp_path, features=str(path), ids=str(tmp_path / "ids.txt"))
+    bad = validate_config(_with_unlabelled(features=str(path), ids=str(tmp_path / "ids.txt")))
     with pytest.raises(InputError, match=r"datasets\.mine: .*ids\.txt: 300 lines hold duplicate"):
         check_inputs(bad)
 
 
 def test_unlabelled_config_errors(tmp_path):
     path = str(_npy(tmp_path, blobs()[0]))
-    config = copy.deepcopy(DEFAULT)
-    config["datasets"]["mine"] = {
-        "source": "unlabelled",
-        "features": path,
-        "test_splits": ["part1"],
-        "methods": ["kmeans", "gcnv", "cdp_vote"],
-        "sweeps": [{"method": "cdp", "grid": {"th": [0.5]}}],
-    }
+    config = _with_unlabelled(
+        features=path,
+        test_splits=["part1"],
+        methods=["kmeans", "gcnv", "cdp_vote"],
+        sweeps=[{"method": "cdp", "grid": {"th": [0.5]}}],
+    )
     with pytest.raises(ConfigError) as err:
         validate_config(config)
     msg = str(err.value)
@@ -241,13 +240,7 @@ def test_unlabelled_config_errors(tmp_path):
 
 def test_train_on_and_model_file_resolve(tmp_path):
     path = str(_npy(tmp_path, blobs()[0]))
-    config = copy.deepcopy(DEFAULT)
-    config["datasets"]["mine"] = {
-        "source": "unlabelled",
-        "features": path,
-        "train_on": "synth",
-        "methods": ["gcnv", "gcnve"],
-    }
+    config = _with_unlabelled(features=path, train_on="synth", methods=["gcnv", "gcnve"])
     config["methods"]["gcnve"]["per_dataset"]["mine"] = {"model": "elsewhere/gcne.pt"}
     validate_config(config)
     assert method_config(config, "gcnv", "mine")["train_on"] == "synth"

@@ -150,6 +150,10 @@ class FamilySpec:
         """JSON schema of a variant's ``train`` block (empty for unsupervised families)."""
         return {"type": "object", "additionalProperties": False, "properties": self.train_params}
 
+    def with_defaults(self, params: dict) -> dict:
+        """``params`` completed by the family's defaults for what they do not set."""
+        return _with_defaults(params, self.params)
+
     def cost(
         self,
         n: int,
@@ -167,7 +171,7 @@ class FamilySpec:
         ``n_clusters: "true"`` becomes ``n_true_clusters`` when that is known (a job that
         has read its labels), so the estimate sees the real number of clusters. ``gpu``
         (GPU families only) estimates the time at a GPU's rate."""
-        params = _with_defaults(params, self.params)
+        params = self.with_defaults(params)
         if params.get("n_clusters") == "true" and n_true_clusters:
             params["n_clusters"] = int(n_true_clusters)
         return self.estimate(
