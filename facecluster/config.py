@@ -160,6 +160,11 @@ def _reference_errors(config: dict) -> list[str]:
                 )
     out += _extra_input_errors(config, specs)
     for name, d in datasets.items():
+        if "knn_backend" in d and d["knn_backend"] not in backends:
+            out.append(
+                f"datasets.{name}.knn_backend: {d['knn_backend']!r} is not a key of "
+                f"knn_backends ({', '.join(sorted(backends))})"
+            )
         for i, m in enumerate(d.get("methods", [])):
             if m not in methods:
                 out.append(
@@ -535,24 +540,26 @@ def method_config(config: dict, method: str, dataset: str) -> dict:
     """The settings of ``method`` on ``dataset``: the method's own ``k``, ``knn_backend``,
     ``params``, ``train``, ``limits``, ``upstream`` and ``pretrained``, with the method's
     ``per_dataset`` entry for ``dataset`` merged over them (``params``, ``train`` and
-    ``limits`` key by key; ``pretrained`` as a whole). ``train_on`` (the dataset whose
-    train split a supervised method trains on; None: its own) comes from the entry, else
-    from the dataset; ``model`` (a model file to use as it is) from the entry only.
+    ``limits`` key by key; ``pretrained`` as a whole); the dataset's ``knn_backend``, where
+    it sets one, replaces the method's own unless the entry names one. ``train_on`` (the
+    dataset whose train split a supervised method trains on; None: its own) comes from the
+    entry, else from the dataset; ``model`` (a model file to use as it is) from the entry only.
 
     The variant keeps its published name (``cdp`` on DeepFashion runs with k 2, th 0.5,
     max_sz 200), so the cell joins the published tables by name.
     """
     m = config["methods"][method]
+    ds = config["datasets"].get(dataset, {})
     out = {
         "family": m["family"],
         "k": m["k"],
-        "knn_backend": m.get("knn_backend", "flat"),
+        "knn_backend": ds.get("knn_backend", m.get("knn_backend", "flat")),
         "params": dict(m.get("params", {})),
         "train": dict(m.get("train", {})),
         "limits": dict(m.get("limits", {})),
         "upstream": m.get("upstream"),
         "pretrained": m.get("pretrained"),
-        "train_on": config["datasets"].get(dataset, {}).get("train_on"),
+        "train_on": ds.get("train_on"),
         "model": None,
     }
     over = m.get("per_dataset", {}).get(dataset, {})

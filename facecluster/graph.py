@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "knn_to_csr",
     "symmetric_normalized_adjacency",
+    "adjacency_rows",
     "knn_pairs",
     "unique_pairs",
     "components",
@@ -57,6 +58,75 @@ def symmetric_normalized_adjacency(knn: Knn, th_sim: float = 0.0) -> sp.csr_matr
     a = knn_to_csr(knn, th_sim)
     a = a.maximum(a.T).tocsr()
     a = (a + sp.identity(a.shape[0], dtype=np.float32, format="csr")).tocsr()
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    deg[deg <= 0] = 1.0
+    a = sp.diags((1.0 / deg).astype(np.float32)) @ a
+    a = a.astype(np.float32).tocsr()
+    a.sort_indices()
+    return a
+
+
+def adjacency_rows(
+    knn: Knn, rows: np.ndarray, th_sim: float = 0.0, *, scan_rows: int = 1 << 20
+) -> sp.csr_matrix:
+    """Rows ``rows`` of :func:`symmetric_normalized_adjacency` without building the whole
+    matrix: memory O(len(rows) * k) beyond the kNN graph, for GCN inference in chunks.
+
+    Row i of max(A, A^T) + I holds i's own kNN entries (row i of A) and the entries of the
+    nodes that have i among their neighbours (column i of A), found by a scan of the kNN
+    graph in blocks of ``scan_rows`` rows; both are placed, maxed, summed and normalised
+    exactly as the whole-matrix function does, so the values are the same bits.
+
+    Parameters
+    ----------
+    knn : graph with N rows.  rows : sorted, distinct int row indices (m,).
+    th_sim : keep kNN entries with similarity >= th_sim (as :func:`knn_to_csr`).
+
+    Returns
+    -------
+    float32 CSR matrix (m, N), sorted indices, each row summing to 1.
+    """
+    n, k = knn.nbrs.shape
+    rows = np.asarray(rows, dtype=np.int64)
+    m = rows.size
+    first = int(rows[0]) if m else 0
+    contiguous = m > 0 and int(rows[-1]) - first + 1 == m
+    if not contiguous:  # node -> its position in rows (a range needs only a subtraction)
+        local = np.full(n, -1, dtype=np.int64 if m >= 2**31 else np.int32)
+        local[rows] = np.arange(m)
+    # row i of A: i's own entries
+    own = knn.nbrs[rows].astype(np.int64)
+    vals = knn.sims[rows]
+    keep = (own >= 0) & (vals >= th_sim) & (own != rows[:, None])
+    r = np.broadcast_to(np.arange(m)[:, None], own.shape)[keep]
+    direct = sp.csr_matrix((vals[keep], (r, own[keep])), shape=(m, n), dtype=np.float32)
+    # column i of A: the nodes j with i in kNN(j), entry (i, j) = A[j, i]
+    r_parts, c_parts, v_parts = [], [], []
+    for start in range(0, n, scan_rows):
+        nb = knn.nbrs[start : start + scan_rows]
+        if contiguous:
+            hit = (nb >= first) & (nb < first + m)
+        else:
+            hit = local[np.where(nb >= 0, nb, 0)] >= 0
+            hit &= nb >= 0
+        i, j = np.nonzero(hit)
+        sims = knn.sims[start + i, j]
+        dst = nb[i, j].astype(np.int64)
+        keep = (sims >= th_sim) & (dst != i + start)
+        i, dst, sims = i[keep], dst[keep], sims[keep]
+        r_parts.append(dst - first if contiguous else local[dst].astype(np.int64))
+        c_parts.append(i.astype(np.int64) + start)
+        v_parts.append(sims)
+    reverse = sp.csr_matrix(
+        (np.concatenate(v_parts), (np.concatenate(r_parts), np.concatenate(c_parts))),
+        shape=(m, n),
+        dtype=np.float32,
+    )
+    a = direct.maximum(reverse).tocsr()
+    eye = sp.csr_matrix(
+        (np.ones(m, dtype=np.float32), (np.arange(m), rows)), shape=(m, n), dtype=np.float32
+    )
+    a = (a + eye).tocsr()
     deg = np.asarray(a.sum(axis=1)).ravel()
     deg[deg <= 0] = 1.0
     a = sp.diags((1.0 / deg).astype(np.float32)) @ a

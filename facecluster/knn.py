@@ -3,12 +3,19 @@
 One entry point, :func:`build_knn`, for every method: exact (``IndexFlatIP``), IVF
 (``IndexIVFFlat``) or HNSW (``IndexHNSWFlat``), queries in batches, faiss-gpu used
 automatically when the installed faiss sees a GPU (exact and IVF; HNSW is CPU-only in faiss).
+
+The rows searched are an array, or :class:`ComputedRows`: rows computed on demand in chunks
+(GCN-V's hidden features at 5.21M items), so that only the index holds all of them. With
+``storage="float16"`` the index keeps its vectors as IEEE half floats (faiss' fp16 scalar
+quantizer: half the memory; the similarities are those of the rounded vectors).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,6 +25,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "INDEXES",
+    "STORAGES",
+    "TRAIN_PER_LIST",
+    "ComputedRows",
     "build_knn",
     "build_knn_from_spec",
     "gpu_available",
@@ -31,6 +41,74 @@ __all__ = [
 RECALL_SAMPLE = 1000
 
 INDEXES = ("flat", "ivf", "hnsw")
+
+#: how an index stores its vectors
+STORAGES = ("float32", "float16")
+
+#: IVF trains its coarse quantizer on min(N, TRAIN_PER_LIST * nlist) sampled rows: within
+#: faiss' advice (39 to 256 points per centroid), and sized by N, since nlist is: at 5.21M
+#: items (nlist 9,130) 584K rows train in minutes on 2 cores where 256 per list (all 2.3M)
+#: took four times as long for the same recall
+TRAIN_PER_LIST = 64
+
+
+@dataclass
+class ComputedRows:
+    """An (n, dim) float32 matrix whose rows are computed on demand, for :func:`build_knn`.
+
+    Parameters
+    ----------
+    n, dim : the matrix' shape.
+    compute : sorted int64 row indices (m,) -> float32 (m, dim), those rows.
+    chunk_rows : rows computed at once when the whole matrix is walked (adding to the
+        index, searching); bounds the memory of a chunk to ``chunk_rows * dim`` floats.
+    """
+
+    n: int
+    dim: int
+    compute: Callable[[np.ndarray], np.ndarray]
+    chunk_rows: int = 262144
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.dim)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """float32 (len(rows), dim): the given sorted rows."""
+        out = np.ascontiguousarray(self.compute(np.asarray(rows, dtype=np.int64)), np.float32)
+        if out.shape != (len(rows), self.dim):
+            want = (len(rows), self.dim)
+            raise ValueError(f"computed rows have shape {out.shape}, expected {want}")
+        return out
+
+
+def _take(features, rows: np.ndarray) -> np.ndarray:
+    if isinstance(features, ComputedRows):
+        return features.take(rows)
+    return np.ascontiguousarray(features[rows])
+
+
+def _chunks(features, first: int, last: int, align: int):
+    """(start, rows) over rows [first, last): an array's rows at once, computed rows in
+    chunks of about ``chunk_rows`` (a multiple of ``align``, so that the batches searched
+    inside a chunk are those of a whole-array search)."""
+    if not isinstance(features, ComputedRows):
+        yield first, features[first:last]
+        return
+    step = max(align, features.chunk_rows // align * align)
+    for start in range(first, last, step):
+        stop = min(last, start + step)
+        yield start, features.take(np.arange(start, stop))
+
+
+def _top_k_merge(best_s, best_i, sims, ids, k):
+    """The k largest of (best_s | sims) per row, with their ids, sorted descending."""
+    s = np.concatenate([best_s, sims], axis=1)
+    i = np.concatenate([best_i, np.broadcast_to(ids, sims.shape)], axis=1)
+    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    s, i = np.take_along_axis(s, part, 1), np.take_along_axis(i, part, 1)
+    order = np.argsort(-s, axis=1, kind="stable")
+    return np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
 
 
 def _faiss():
@@ -46,24 +124,35 @@ def gpu_available() -> bool:
     return bool(get and get() > 0)
 
 
-def _make_index(features: np.ndarray, index: str, params: dict, seed: int, use_gpu: bool):
+def _make_index(features, index: str, params: dict, seed: int, use_gpu: bool, storage: str):
+    """The faiss index of ``index`` over ``features`` (an array, or :class:`ComputedRows`
+    added chunk by chunk), trained where it needs it, vectors stored as ``storage``."""
     faiss = _faiss()
     n, d = features.shape
+    half = storage == "float16"
+    fp16 = faiss.ScalarQuantizer.QT_fp16
+    ip = faiss.METRIC_INNER_PRODUCT
+    if storage not in STORAGES:
+        raise ValueError(f"unknown kNN storage {storage!r}; known: {', '.join(STORAGES)}")
     if index == "flat":
-        idx = faiss.IndexFlatIP(d)
+        idx = faiss.IndexScalarQuantizer(d, fp16, ip) if half else faiss.IndexFlatIP(d)
+        use_gpu = use_gpu and not half  # faiss-gpu's flat index has no fp16 quantizer form
     elif index == "ivf":
         nlist = int(params.get("nlist") or max(1, min(65536, 4 * round(math.sqrt(n)))))
         nlist = min(nlist, n)
         quantizer = faiss.IndexFlatIP(d)
-        idx = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        if half:
+            idx = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, fp16, ip)
+        else:
+            idx = faiss.IndexIVFFlat(quantizer, d, nlist, ip)
         idx.cp.seed = seed
-        n_train = min(n, int(params.get("train_per_list", 256)) * nlist)
+        n_train = min(n, int(params.get("train_per_list", TRAIN_PER_LIST)) * nlist)
         rng = np.random.default_rng(seed)
-        sample = features[np.sort(rng.choice(n, size=n_train, replace=False))]
-        idx.train(sample)
+        idx.train(_take(features, np.sort(rng.choice(n, size=n_train, replace=False))))
         idx.nprobe = min(int(params.get("nprobe") or 16), nlist)
     elif index == "hnsw":
-        idx = faiss.IndexHNSWFlat(d, int(params.get("M", 32)), faiss.METRIC_INNER_PRODUCT)
+        m = int(params.get("M", 32))
+        idx = faiss.IndexHNSWSQ(d, fp16, m, ip) if half else faiss.IndexHNSWFlat(d, m, ip)
         idx.hnsw.efConstruction = int(params.get("ef_construction", 40))
         idx.hnsw.efSearch = int(params.get("ef_search", 128))
         use_gpu = False
@@ -72,7 +161,6 @@ def _make_index(features: np.ndarray, index: str, params: dict, seed: int, use_g
     if use_gpu:
         log.info("faiss: using %d GPU(s)", faiss.get_num_gpus())
         idx = faiss.index_cpu_to_all_gpus(idx)
-    idx.add(features)
     return idx
 
 
@@ -129,14 +217,14 @@ def _sample_rows(n: int, sample: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
 
 
-def _tune_nprobe(idx, features, rows, exact, k, target, log_source) -> int:
-    """The smallest nprobe in 1, 2, 4, ... (up to nlist) whose recall at k on ``rows``
-    reaches ``target``; sets it on the index."""
+def _tune_nprobe(idx, queries, exact, k, target, log_source) -> int:
+    """The smallest nprobe in 1, 2, 4, ... (up to nlist) whose recall at k on the sampled
+    rows ``queries`` reaches ``target``; sets it on the index."""
     nlist = idx.nlist
     nprobe = 1
     while True:
         idx.nprobe = nprobe
-        _, found = idx.search(np.ascontiguousarray(features[rows]), k)
+        _, found = idx.search(queries, k)
         recall = recall_at_k(found, exact)
         log.info(
             "%s: ivf nprobe %d of %d lists: recall@%d %.4f", log_source, nprobe, nlist, k, recall
@@ -147,7 +235,7 @@ def _tune_nprobe(idx, features, rows, exact, k, target, log_source) -> int:
 
 
 def build_knn(
-    features: np.ndarray,
+    features,
     k: int,
     *,
     index: str = "flat",
@@ -159,19 +247,22 @@ def build_knn(
     source: str = "features",
     report: dict | None = None,
     query_rows: tuple[int, int] | None = None,
+    storage: str = "float32",
 ) -> Knn:
     """k nearest neighbours of every row of ``features`` among all rows, by inner product.
 
     Parameters
     ----------
-    features : float32 array (N, D), L2-normalised, so inner product = cosine similarity.
+    features : float32 array (N, D), L2-normalised, so inner product = cosine similarity;
+        or :class:`ComputedRows` (rows computed in chunks: added to the index chunk by
+        chunk and computed again to be searched, so only the index holds all N rows).
     k : neighbours per row, self included (1 <= k < N).
     index : ``"flat"`` (exact), ``"ivf"`` or ``"hnsw"``.
     params : index parameters: ``nlist`` (default 4·sqrt(N)), ``nprobe`` (default 16, or
         with ``recall_target`` and no ``nprobe``: the smallest power of two whose recall at
-        k on a sample reaches the target), ``train_per_list`` (ivf); ``M``,
-        ``ef_construction``, ``ef_search`` (hnsw); ``recall_sample`` (rows sampled to
-        measure recall, default :data:`RECALL_SAMPLE`).
+        k on a sample reaches the target), ``train_per_list`` (ivf, default
+        :data:`TRAIN_PER_LIST`); ``M``, ``ef_construction``, ``ef_search`` (hnsw);
+        ``recall_sample`` (rows sampled to measure recall, default :data:`RECALL_SAMPLE`).
     batch_size : query rows per faiss search call (bounds the result buffers).
     threads : OpenMP threads for faiss; ``None`` keeps faiss' default.
     seed : seeds IVF training sampling and clustering.
@@ -184,6 +275,8 @@ def build_knn(
     report : a dict to fill with :func:`knn_report`'s fields (the index, its parameters,
         and for an approximate index the recall at k measured on a sample of rows against
         exact search); None: no measurement.
+    storage : ``"float32"``, or ``"float16"``: the index stores half floats (faiss' fp16
+        scalar quantizer; an exact index is then searched on the CPU).
 
     Returns
     -------
@@ -191,8 +284,9 @@ def build_knn(
     similarity with self first where found; ``-1`` / ``-1.0`` pad rows with fewer results.
     """
     faiss = _faiss()
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    if features.ndim != 2:
+    if not isinstance(features, ComputedRows):
+        features = np.ascontiguousarray(features, dtype=np.float32)
+    if len(features.shape) != 2:
         raise InputError(f"{source}: features must be 2-D, got shape {features.shape}")
     n = features.shape[0]
     if not 1 <= k < n:
@@ -205,29 +299,50 @@ def build_knn(
     params = dict(params or {})
     target = params.pop("recall_target", None)
     n_sample = int(params.pop("recall_sample", RECALL_SAMPLE))
-    measure = report is not None and index != "flat"
+    measure = report is not None and (index != "flat" or storage != "float32")
+    sampled = measure or target is not None
+    computed = isinstance(features, ComputedRows)
     try:
-        if measure or target is not None:
+        if sampled:
             rows = _sample_rows(n, n_sample, seed)
-            exact = exact_neighbours(features, rows, k)
-        idx = _make_index(features, index, params, seed, use_gpu)
+            queries = _take(features, rows)
+            if not computed:
+                exact = exact_neighbours(features, rows, k)
+            else:  # found while the rows are walked to fill the index
+                best_s = np.full((rows.size, k), -np.inf, np.float32)
+                best_i = np.full((rows.size, k), -1, np.int64)
+        idx = _make_index(features, index, params, seed, use_gpu, storage)
+        for start, block in _chunks(features, 0, n, batch_size):
+            idx.add(block)
+            if sampled and computed:
+                for b in range(0, block.shape[0], batch_size):
+                    part = block[b : b + batch_size]
+                    ids = np.arange(start + b, start + b + part.shape[0])
+                    best_s, best_i = _top_k_merge(best_s, best_i, queries @ part.T, ids, k)
+        if sampled and computed:
+            exact = best_i
         if index == "ivf" and target is not None and not params.get("nprobe"):
-            _tune_nprobe(_ivf(idx), features, rows, exact, k, target, source)
+            _tune_nprobe(_ivf(idx), queries, exact, k, target, source)
         first, last = query_rows if query_rows is not None else (0, n)
         nbrs = np.empty((last - first, k), dtype=np.int32)
         sims = np.empty((last - first, k), dtype=np.float32)
-        for start in range(first, last, batch_size):
-            stop = min(last, start + batch_size)
-            d, i = idx.search(features[start:stop], k)
-            missing = i < 0
-            d[missing] = -1.0
-            nbrs[start - first : stop - first] = i
-            sims[start - first : stop - first] = d
-            _put_self_first(nbrs[start - first : stop - first], start)
+        for chunk_start, block in _chunks(features, first, last, batch_size):
+            for b in range(0, block.shape[0], batch_size):
+                start = chunk_start + b
+                stop = min(last, start + batch_size)
+                d, i = idx.search(block[b : b + batch_size], k)
+                d[i < 0] = -1.0
+                nbrs[start - first : stop - first] = i
+                sims[start - first : stop - first] = d
+                _put_self_first(nbrs[start - first : stop - first], start)
         if report is not None:
-            report.update(knn_report(index, idx, k, n))
+            report.update(knn_report(index, idx, k, n, storage))
             if measure:
-                report["recall_at_k"] = recall_at_k(nbrs[rows], exact)
+                if query_rows is None:
+                    found = nbrs[rows]
+                else:
+                    found = idx.search(queries, k)[1]
+                report["recall_at_k"] = recall_at_k(found, exact)
                 report["recall_sample"] = int(rows.size)
     finally:
         faiss.omp_set_num_threads(saved_threads)
@@ -242,12 +357,17 @@ def _ivf(idx):
         return idx
 
 
-def knn_report(index: str, idx, k: int, n: int) -> dict:
+def knn_report(index: str, idx, k: int, n: int, storage: str = "float32") -> dict:
     """What a kNN graph was built with: the index, its effective parameters (IVF's nlist
-    and nprobe, HNSW's M and efSearch), k and N; an exact graph has recall 1."""
+    and nprobe, HNSW's M and efSearch), k, N and a half-float ``storage``; an exact graph
+    over float32 vectors has recall 1."""
     out = {"index": index, "k": int(k), "n_items": int(n)}
-    if index == "flat":
+    if storage != "float32":
+        out["storage"] = storage
+    if index == "flat" and storage == "float32":
         out.update(recall_at_k=1.0, exact=True)
+    elif index == "flat":  # exhaustive, but over rounded vectors
+        out.update(exact=False)
     elif index == "ivf":
         ivf = _ivf(idx)
         out.update(nlist=int(ivf.nlist), nprobe=int(ivf.nprobe), exact=False)
@@ -266,7 +386,11 @@ def build_knn_from_spec(features: np.ndarray, k: int, spec: dict, **kwargs) -> K
     index = params.pop("index", "flat")
     batch_size = params.pop("batch_size", 16384)
     params.pop("block_rows", None)  # how the workflow shards the search, not the search
-    return build_knn(features, k, index=index, params=params, batch_size=batch_size, **kwargs)
+    storage = params.pop("storage", "float32")
+    storage = kwargs.pop("storage", None) or storage  # the caller's choice wins
+    return build_knn(
+        features, k, index=index, params=params, batch_size=batch_size, storage=storage, **kwargs
+    )
 
 
 def brute_force_knn(features: np.ndarray, k: int) -> Knn:

@@ -716,6 +716,7 @@ def cluster(
         train=False,
         threads=threads,
         n_true_clusters=n_true,
+        knn_backend=backends.get(method_cfg["knn_backend"]),
     )
     record["estimate"] = {"mem_mb": cost.memory_bytes / 1e6, "seconds": cost.seconds}
     reason = refusal(cost, limits or {})

@@ -644,6 +644,7 @@ def knn_resources(dataset, split, k, backend, threads, attempt, part="whole"):
         index=BACKENDS[backend]["index"],
         gpu=bool(knn_gpu(dataset, split)),
         threads=threads,
+        params=BACKENDS[backend],
     )
     if part == "block":
         cost = resources.Cost(cost.memory_bytes, cost.seconds / max(1, blocks))
@@ -668,6 +669,7 @@ def method_cost(dataset, split, method, threads, train):
         train=train,
         threads=threads,
         gpu=train,
+        knn_backend=BACKENDS[m["knn_backend"]],
     )
 
 

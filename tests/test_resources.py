@@ -11,10 +11,32 @@ def test_knn_cost_exact_search_grows_as_n_squared():
     big = resources.knn_cost(20_000, 256, 80, index="flat", gpu=False, threads=2)
     assert big.seconds == pytest.approx(4 * small.seconds)
     assert big.memory_bytes == pytest.approx(2 * small.memory_bytes)
-    assert small.memory_bytes == 10_000 * (4 * 256 + 16 * 80)
-    ivf = resources.knn_cost(20_000, 256, 80, index="ivf", gpu=False, threads=2)
+    # features, the index' copy, results
+    assert small.memory_bytes == 10_000 * (4 * 256 + 4 * 256 + 16 * 80)
     gpu = resources.knn_cost(20_000, 256, 80, index="flat", gpu=True, threads=2)
-    assert ivf.seconds == pytest.approx(big.seconds / 10) and gpu.seconds < big.seconds / 100
+    assert gpu.seconds < big.seconds / 100
+
+
+def test_knn_cost_of_approximate_indexes():
+    """IVF visits nlist centroids and nprobe lists of N/nlist vectors (plus its training);
+    HNSW about 2M(ef_search + ef_construction) vectors; half-float storage halves the
+    index."""
+    n = 5_210_000
+    ivf = resources.knn_cost(n, 256, 80, index="ivf", gpu=False, threads=2, params={"nprobe": 16})
+    nlist = 4 * round(n**0.5)
+    search = 2.0 * n * 256 * (nlist + 16 * n / nlist)
+    train = 2.0 * 64 * nlist * nlist * 256 * 10
+    assert ivf.seconds == pytest.approx((search + train) / 2e10)
+    assert resources.knn_visits(n, "ivf", {"recall_target": 0.9}) > resources.knn_visits(
+        n, "ivf", {}
+    )
+    hnsw = resources.knn_visits(n, "hnsw", {"M": 16, "ef_search": 64, "ef_construction": 40})
+    assert hnsw == 2 * 16 * (64 + 40)
+    flat = resources.knn_cost(n, 256, 80, index="flat", gpu=False, threads=2)
+    assert ivf.seconds < flat.seconds / 100
+    half = resources.knn_cost(n, 256, 80, index="ivf", gpu=False, threads=2,
+                              params={"storage": "float16"})  # fmt: skip
+    assert ivf.memory_bytes - half.memory_bytes == n * 2 * 256
 
 
 def test_requests_grow_with_the_attempt():

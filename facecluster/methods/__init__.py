@@ -23,6 +23,7 @@ Method *variants* (``gcnv``, ``cdp``, ``cw``, ...) are named entries of the conf
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -166,11 +167,14 @@ class FamilySpec:
         threads: int,
         n_true_clusters: int | None = None,
         gpu: bool = False,
+        knn_backend: dict | None = None,
     ) -> Cost:
         """:attr:`estimate` with ``params``/``train_params`` completed by their defaults;
         ``n_clusters: "true"`` becomes ``n_true_clusters`` when that is known (a job that
         has read its labels), so the estimate sees the real number of clusters. ``gpu``
-        (GPU families only) estimates the time at a GPU's rate."""
+        (GPU families only) estimates the time at a GPU's rate. ``knn_backend`` (the
+        method's backend spec) goes to estimates that take it: those of families that
+        search a kNN of their own (GCN-V on its hidden features)."""
         params = self.with_defaults(params)
         if params.get("n_clusters") == "true" and n_true_clusters:
             params["n_clusters"] = int(n_true_clusters)
@@ -183,7 +187,12 @@ class FamilySpec:
             train=bool(train),
             threads=max(1, min(int(threads), self.threads)),
             **({"gpu": True} if gpu and self.gpu else {}),
+            **({"knn_backend": knn_backend} if knn_backend and self._takes_backend else {}),
         )
+
+    @property
+    def _takes_backend(self) -> bool:
+        return "knn_backend" in inspect.signature(self.estimate).parameters
 
 
 def _with_defaults(values: dict, properties: dict) -> dict:

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..graph import components
 from ..io import InputError, Knn
-from ..knn import build_knn_from_spec
+from ..knn import ComputedRows, build_knn_from_spec
 from . import Clustering, Cost, FamilySpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ __all__ = [
     "peaks_to_labels",
     "train",
     "predict",
+    "gcn_features",
     "infer",
     "load_pretrained",
     "cluster",
@@ -55,29 +56,41 @@ __all__ = [
 CPU_FLOPS_PER_THREAD = 3e10
 GPU_FLOPS = 5e12
 
+#: rows of one chunk of inference (facecluster.nn.gcnv.CHUNK_ROWS, not imported: torch)
+CHUNK_ROWS = 262144
 
-def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> Cost:
+
+def estimate(
+    n, dim, k, *, params, train_params, train, threads, gpu=False, knn_backend=None
+) -> Cost:
     """Peak memory and wall time of training (``train=True``, ``train_params["epochs"]``
     full-batch iterations) or clustering ``n`` items.
 
-    Memory (host; on a GPU the same tensors live in device memory): X and A·X (N x D each),
-    their concatenation, the hidden features (N x hidden, with gradients when training),
-    the kNN graph and the CSR adjacency with its transpose (about 24 bytes per edge), and, for
-    clustering, the kNN graph rebuilt on the hidden features; early stopping
+    Training (host; on a GPU the same tensors live in device memory): X and A·X (N x D
+    each), their concatenation, the hidden features (N x hidden, with gradients), the kNN
+    graph and the CSR adjacency with its transpose (about 24 bytes per edge); early stopping
     (``val_fraction`` > 0) adds copies of the held-out rows of X and A·X and a weight per
     node. Time: forward + backward (3 forwards) of the dense layers per iteration for all
     ``epochs`` (early stopping may end sooner: an upper bound), plus one forward of the
-    held-out rows every ``eval_every`` iterations and after the last (training); inference
-    plus an exact kNN on the hidden features (clustering), at 30 GFLOP/s per thread
-    (5 TFLOP/s on a GPU).
+    held-out rows every ``eval_every`` iterations and after the last.
+
+    Clustering, in chunks (:class:`facecluster.nn.gcnv.Inference`): the features, the kNN
+    graph, the confidences, one chunk's temporaries (its adjacency rows and their scipy
+    copies, about 40 bytes a kNN entry; X, A·X and the hidden activations; the scan of 2^20
+    kNN rows for the reverse edges, 3 bytes an entry), and with
+    ``use_gcn_feat`` the index on the hidden features (2 or 4 bytes a value, by
+    ``gcn_feat_storage``) and its kNN graph. Time: three passes of the dense layers (four
+    when the backend samples rows: IVF training, a recall target) and the kNN on the
+    hidden features with ``knn_backend`` (exact when None:
+    :func:`facecluster.resources.knn_cost`), at 30 GFLOP/s per thread (5 TFLOP/s on a GPU).
     """
+    from ..resources import knn_visits
+
     hidden = train_params.get("hidden", 512)
-    per_item = 4 * (4 * dim + (4 if train else 2) * hidden) + 24 * k
-    if not train:
-        per_item += 8 * k  # the second kNN graph (GCN features)
     rate = GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * threads
     layers = 2.0 * n * (2 * dim + 2 * hidden) * hidden
     if train:
+        per_item = 4 * (4 * dim + 4 * hidden) + 24 * k
         epochs = train_params["epochs"]
         seconds = epochs * 3 * layers / rate
         val_fraction = train_params.get("val_fraction", 0.0)
@@ -85,9 +98,20 @@ def estimate(n, dim, k, *, params, train_params, train, threads, gpu=False) -> C
             evaluations = epochs // train_params.get("eval_every", 100) + 1
             seconds += evaluations * val_fraction * layers / rate
             per_item += 4 * (1 + 2 * dim * val_fraction)
-    else:
-        seconds = (2.0 * n * n * hidden + layers) / rate
-    return Cost(n * per_item, seconds)
+        return Cost(n * per_item, seconds)
+    backend = dict(knn_backend or {"index": "flat"})
+    chunk = min(n, CHUNK_ROWS) * (40 * k + 8 * dim + 8 * hidden) + 3 * k * min(n, 2**20)
+    memory = n * (4 * dim + 8 * k + 4) + chunk
+    seconds = layers / rate
+    if params.get("use_gcn_feat", True):
+        index = backend.get("index", "flat")
+        width = 2 if params.get("gcn_feat_storage", "float32") == "float16" else 4
+        links = 8 * backend.get("M", 32) if index == "hnsw" else 0
+        memory += n * (width * hidden + 8 * k + links)
+        sampled = index == "ivf" or backend.get("recall_target")
+        seconds += (3 if sampled else 2) * layers / rate
+        seconds += 2.0 * n * hidden * knn_visits(n, index, backend) / rate
+    return Cost(memory, seconds)
 
 
 SPEC = FamilySpec(
@@ -118,6 +142,14 @@ SPEC = FamilySpec(
             "default": True,
             "description": "Rebuild the kNN on the GCN features and relink with tau (the "
             "published output); false stops after tau_0.",
+        },
+        "gcn_feat_storage": {
+            "type": "string",
+            "enum": ["float32", "float16"],
+            "default": "float32",
+            "description": "How the kNN index on the GCN features stores them: float16 "
+            "halves it (5.3 GB instead of 10.7 at 5.21M items x 512); the similarities are "
+            "then those of the rounded features.",
         },
     },
     train_params={
@@ -252,11 +284,28 @@ def train(features: np.ndarray, labels: np.ndarray, knn: Knn, *, context, **trai
     return impl.train(features, labels, knn, context=context, **train_params)
 
 
-def predict(features: np.ndarray, knn: Knn, model: dict, *, context, batch_size: int = 65536):
-    """Predicted confidences and hidden features: :func:`facecluster.nn.gcnv.predict`."""
+def predict(features: np.ndarray, knn: Knn, model: dict, *, context, **kwargs):
+    """Predicted confidences and hidden features, in chunks of rows:
+    :func:`facecluster.nn.gcnv.predict` (``batch_size``, ``chunk_rows``, ``hidden``)."""
     from ..nn import gcnv as impl
 
-    return impl.predict(features, knn, model, context=context, batch_size=batch_size)
+    return impl.predict(features, knn, model, context=context, **kwargs)
+
+
+def gcn_features(features: np.ndarray, knn: Knn, model: dict, *, context) -> ComputedRows:
+    """GCN-V's L2-normalised hidden features as rows computed on demand (for the kNN on
+    them): float32 (N, hidden), never all in memory at once. ReLU can zero a whole row:
+    such rows stay zero instead of being divided by 0."""
+    from ..nn import gcnv as impl
+
+    inference = impl.Inference(features, knn, model, context=context)
+
+    def compute(rows: np.ndarray) -> np.ndarray:
+        hidden = inference(rows)[1]
+        hidden /= np.maximum(np.linalg.norm(hidden, axis=1, keepdims=True), 1e-12)
+        return hidden
+
+    return ComputedRows(inference.n, inference.hidden_dim, compute, chunk_rows=impl.CHUNK_ROWS)
 
 
 def load_pretrained(paths: dict[str, str]) -> dict:
@@ -284,6 +333,7 @@ def cluster(
     tau_0: float = 0.65,
     tau: float = 0.8,
     use_gcn_feat: bool = True,
+    gcn_feat_storage: str = "float32",
 ) -> np.ndarray:
     """Cluster with a trained GCN-V.
 
@@ -294,29 +344,35 @@ def cluster(
     tau_0 : similarity cut of peak links on the feature kNN (0.65 on MS1M).
     tau : cut on the kNN rebuilt on GCN features (0.8 on MS1M).
     use_gcn_feat : rebuild the kNN on the hidden features (the published setting).
+    gcn_feat_storage : ``"float32"`` or ``"float16"``: how that kNN's index stores them.
+
+    Memory: beyond the features and the kNN graph, the confidences, the index on the hidden
+    features and its kNN graph. The hidden features are never held whole: the confidences
+    come from one pass of chunked inference, and the rows of the hidden features are
+    computed again, chunk by chunk, to fill the index and to be searched
+    (:func:`gcn_features`), which costs two or three more passes of the dense layers.
 
     Returns
     -------
     :class:`Clustering`: labels int64 (N,), every node in a cluster (roots and unlinked
     nodes as singletons), and the predicted vertex confidence (N,) as the per-item score.
     """
-    conf, hidden = predict(features, knn, model, context=context)
+    conf, _ = predict(features, knn, model, context=context, hidden=False)
     peaks, peak_sims = confidence_to_peaks(knn, conf)
     labels = peaks_to_labels(peaks, peak_sims, tau_0)
     log.info("gcnv: %d clusters at tau_0=%.3f", np.unique(labels).size, tau_0)
     if not use_gcn_feat:
         return Clustering(labels, {"confidence": conf})
-    # ReLU can zero a whole row: keep such rows at zero instead of dividing by 0
-    hidden /= np.maximum(np.linalg.norm(hidden, axis=1, keepdims=True), 1e-12)
+    del peaks, peak_sims, labels
     gknn = build_knn_from_spec(
-        hidden,
+        gcn_features(features, knn, model, context=context),
         knn.k,
         context.knn_backend,
         threads=context.threads,
         seed=context.seed,
         source="gcnv hidden features",
+        storage=gcn_feat_storage,
     )
-    del hidden
     peaks, peak_sims = confidence_to_peaks(gknn, conf)
     labels = peaks_to_labels(peaks, peak_sims, tau)
     log.info("gcnv: %d clusters at tau=%.3f on GCN features", np.unique(labels).size, tau)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..graph import symmetric_normalized_adjacency
+from ..graph import adjacency_rows, symmetric_normalized_adjacency
 from ..io import Knn
 from ..methods.gcnv import s_nbr_confidence
 from . import GraphConv, checkpoint, milestone_steps, resolve_device, seed_everything, to_torch_csr
@@ -23,7 +23,21 @@ from .zoo import HEAD_NAMES, graphconv_names, graphconv_sizes, load_checkpoint, 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GCNV", "REFERENCE_NAMES", "validation_mask", "train", "predict", "load_pretrained"]
+__all__ = [
+    "GCNV",
+    "REFERENCE_NAMES",
+    "CHUNK_ROWS",
+    "Inference",
+    "validation_mask",
+    "train",
+    "predict",
+    "load_pretrained",
+]
+
+#: rows whose A·X and GCN outputs are computed at once in inference: at k 80, D 256 and
+#: hidden 512, about 2.5 GB of temporaries, whatever N (methods.gcnv.estimate; the same
+#: number as methods.gcnv.CHUNK_ROWS, which cannot import torch)
+CHUNK_ROWS = 262144
 
 
 class GCNV(nn.Module):
@@ -262,30 +276,85 @@ def train(
     return out
 
 
-@torch.no_grad()
+class Inference:
+    """A trained GCN-V applied to any rows of one graph, without the whole graph's tensors.
+
+    The rows of A·X come from :func:`facecluster.graph.adjacency_rows` (the same bits as
+    the whole normalised adjacency) times X; the dense layers run on batches of
+    ``batch_size`` rows. Memory beyond the features and the kNN graph is that of one call's
+    rows, so a 5.21M-item graph is inferred in chunks of :data:`CHUNK_ROWS`.
+
+    Parameters
+    ----------
+    features : float32 (N, D) L2-normalised.  knn : the kNN graph of the features.
+    model : the dict :func:`train` returns.  context : device and threads.
+    batch_size : rows per forward of the dense layers.
+    """
+
+    def __init__(self, features: np.ndarray, knn: Knn, model: dict, *, context, batch_size=65536):
+        if features.shape[1] != model["in_dim"]:
+            raise ValueError(
+                f"gcnv model expects {model['in_dim']}-d features, got {features.shape[1]}-d"
+            )
+        self.device = resolve_device(context.device)
+        torch.set_num_threads(max(1, int(context.threads)))
+        self.net = GCNV(model["in_dim"], model["hidden"])
+        self.net.load_state_dict(model["state_dict"])
+        self.net.to(self.device).eval()
+        self.features = np.ascontiguousarray(features, dtype=np.float32)
+        self.x = torch.from_numpy(self.features).to(self.device)  # shared on the CPU
+        self.knn, self.th_sim, self.batch_size = knn, model["th_sim"], int(batch_size)
+        self.n, self.hidden_dim = self.features.shape[0], int(model["hidden"])
+
+    @torch.no_grad()
+    def __call__(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Confidences float32 (m,) and hidden features float32 (m, hidden) of the sorted,
+        distinct ``rows`` (m,)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        adj = to_torch_csr(adjacency_rows(self.knn, rows, self.th_sim), self.device)
+        ax = adj @ self.x
+        del adj
+        x = torch.from_numpy(self.features[rows]).to(self.device)
+        conf = np.empty(rows.size, dtype=np.float32)
+        hidden = np.empty((rows.size, self.hidden_dim), dtype=np.float32)
+        for start in range(0, rows.size, self.batch_size):
+            stop = min(rows.size, start + self.batch_size)
+            c, h = self.net(x[start:stop], ax[start:stop])
+            conf[start:stop] = c.cpu().numpy()
+            hidden[start:stop] = h.cpu().numpy()
+        return conf, hidden
+
+    def chunks(self, chunk_rows: int = CHUNK_ROWS):
+        """(rows, confidences, hidden features) of consecutive row ranges covering all N
+        rows, each a multiple of ``batch_size`` rows long (the last excepted), so that every
+        forward sees the rows a whole-graph pass in batches would."""
+        step = max(self.batch_size, chunk_rows // self.batch_size * self.batch_size)
+        for start in range(0, self.n, step):
+            rows = np.arange(start, min(self.n, start + step))
+            yield (rows, *self(rows))
+
+
 def predict(
-    features: np.ndarray, knn: Knn, model: dict, *, context, batch_size: int = 65536
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted confidences float32 (N,) and hidden GCN features float32 (N, hidden)."""
-    device = resolve_device(context.device)
-    torch.set_num_threads(max(1, int(context.threads)))
-    if features.shape[1] != model["in_dim"]:
-        raise ValueError(
-            f"gcnv model expects {model['in_dim']}-d features, got {features.shape[1]}-d"
-        )
-    net = GCNV(model["in_dim"], model["hidden"])
-    net.load_state_dict(model["state_dict"])
-    net.to(device).eval()
-    x, ax = _aggregated(features, knn, model["th_sim"], device)
-    n = features.shape[0]
-    conf = np.empty(n, dtype=np.float32)
-    hidden = np.empty((n, model["hidden"]), dtype=np.float32)
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
-        c, h = net(x[start:stop], ax[start:stop])
-        conf[start:stop] = c.cpu().numpy()
-        hidden[start:stop] = h.cpu().numpy()
-    return conf, hidden
+    features: np.ndarray,
+    knn: Knn,
+    model: dict,
+    *,
+    context,
+    batch_size: int = 65536,
+    chunk_rows: int = CHUNK_ROWS,
+    hidden: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predicted confidences float32 (N,) and hidden GCN features float32 (N, hidden), in
+    chunks of ``chunk_rows`` (:class:`Inference`); ``hidden=False`` keeps only the
+    confidences (returns None for the features)."""
+    inference = Inference(features, knn, model, context=context, batch_size=batch_size)
+    conf = np.empty(inference.n, dtype=np.float32)
+    out = np.empty((inference.n, inference.hidden_dim), np.float32) if hidden else None
+    for rows, c, h in inference.chunks(chunk_rows):
+        conf[rows[0] : rows[-1] + 1] = c
+        if hidden:
+            out[rows[0] : rows[-1] + 1] = h
+    return conf, out
 
 
 #: learn-to-cluster's ``vegcn/models/gcn_v.py`` parameter names (``GCN_V``: ``conv1`` a
