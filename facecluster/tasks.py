@@ -146,7 +146,7 @@ def load_extra(extra: dict | None, *, dim: int, n_items: int, k: int) -> dict:
             out[kind] = [
                 (
                     read_features(f["features"], dim, n_items),
-                    _with_k(read_knn(f["knn"], n_items), k, f["knn"]),
+                    _with_k(read_knn(f["knn"], n_items, k=k), k, f["knn"]),
                 )
                 for f in items
             ]
@@ -517,7 +517,9 @@ def train(
     if not family.SPEC.supervised:
         raise ValueError(f"method {method!r} (family {method_cfg['family']}) is not supervised")
     feats, lab = load_split(features, labels, dim, centre)
-    graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
+    graph = _with_k(
+        read_knn(knn_path, feats.shape[0], k=method_cfg["k"]), method_cfg["k"], knn_path
+    )
     checkpoint = f"{out_model}.ckpt"
     ctx = _context(
         method_cfg,
@@ -605,7 +607,9 @@ def infer(
     if not hasattr(family, "infer"):
         raise ValueError(f"{method}: family {method_cfg['family']!r} has no inference output")
     feats, lab = load_split(features, labels, dim, centre)
-    graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
+    graph = _with_k(
+        read_knn(knn_path, feats.shape[0], k=method_cfg["k"]), method_cfg["k"], knn_path
+    )
     model = load_model(model_path)
     _check_model(model, method_cfg, model_path, dim)
     ctx = _context(method_cfg, backends, seed=seed, threads=threads, device=device)
@@ -734,7 +738,9 @@ def cluster(
     feats = read_features(
         features, dim, n_items, labels_path=labels, centre=load_centre(centre, dim)
     )
-    graph = _with_k(read_knn(knn_path, feats.shape[0]), method_cfg["k"], knn_path)
+    graph = _with_k(
+        read_knn(knn_path, feats.shape[0], k=method_cfg["k"]), method_cfg["k"], knn_path
+    )
     record["warnings"] = threshold_warnings(
         graph,
         spec.with_defaults(method_cfg.get("params", {})),

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -675,12 +676,16 @@ def method_cost(dataset, split, method, threads, train):
 
 def method_resources(dataset, split, method, threads, attempt, train):
     """mem_mb and runtime of training or clustering one split with one method; a cluster
-    job asks for at most its limits (beyond them it only writes why it was refused)."""
+    job asks for at most its limits (beyond them it only writes why it was refused), its
+    memory headroom included: ``mem_mb`` is the node's size."""
     cost = method_cost(dataset, split, method, threads, train)
+    mem_cap = math.inf
     if not train:
-        cost = resources.within_limits(cost, method_limits(config, method, dataset))
+        limits = method_limits(config, method, dataset)
+        cost = resources.within_limits(cost, limits)
+        mem_cap = limits.get("mem_mb", math.inf) * attempt
     return {
-        "mem_mb": resources.mem_mb(cost, attempt, base_mb=2000),
+        "mem_mb": int(min(resources.mem_mb(cost, attempt, base_mb=2000), mem_cap)),
         "runtime": resources.runtime_minutes(cost, attempt, base_min=15),
     }
 

@@ -201,3 +201,24 @@ def test_dataset_knn_backend(tmp_path):
     config["datasets"]["big"]["knn_backend"] = "nope"
     with pytest.raises(ConfigError, match="datasets.big.knn_backend: 'nope'"):
         validate_config(config)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_read_knn_keeps_the_first_k_columns_block_by_block(tmp_path, monkeypatch, compressed):
+    from facecluster import io
+
+    monkeypatch.setattr(io, "KNN_READ_ROWS", 7)  # many blocks, the last one short
+    graph = build_knn(_data(100), 12)
+    path = tmp_path / "g.npz"
+    if compressed:  # learn-to-cluster-style int64 indices, deflated
+        np.savez_compressed(path, nbrs=graph.nbrs.astype(np.int64), sims=graph.sims)
+    else:
+        io.write_knn(path, graph)
+    part = io.read_knn(path, 100, k=5)
+    want = graph.truncate(5)
+    assert part.nbrs.dtype == np.int32 and part.nbrs.flags.c_contiguous
+    np.testing.assert_array_equal(part.nbrs, want.nbrs)
+    np.testing.assert_array_equal(part.sims, want.sims)
+    whole = io.read_knn(path, 100)
+    np.testing.assert_array_equal(whole.nbrs, graph.nbrs)
+    assert io.read_knn(path, 100, k=50).k == 12  # fewer columns than asked: all of them
