@@ -74,11 +74,17 @@ class ComputedRows:
         return (self.n, self.dim)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """float32 (len(rows), dim): the given sorted rows."""
-        out = np.ascontiguousarray(self.compute(np.asarray(rows, dtype=np.int64)), np.float32)
-        if out.shape != (len(rows), self.dim):
-            want = (len(rows), self.dim)
-            raise ValueError(f"computed rows have shape {out.shape}, expected {want}")
+        """float32 (len(rows), dim): the given sorted rows, computed ``chunk_rows`` at a
+        time (an IVF training sample can be 584K rows)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        for start in range(0, rows.size, self.chunk_rows):
+            part = rows[start : start + self.chunk_rows]
+            block = self.compute(part)
+            if block.shape != (part.size, self.dim):
+                want = (part.size, self.dim)
+                raise ValueError(f"computed rows have shape {block.shape}, expected {want}")
+            out[start : start + part.size] = block
         return out
 
 

@@ -146,10 +146,11 @@ def test_knn_of_computed_rows_equals_knn_of_the_array(index, params):
     # search, or numpy products while the rows are added), equal up to near-ties
     assert ra.pop("recall_at_k") == pytest.approx(rb.pop("recall_at_k"), abs=2e-3)
     assert ra == rb
-    # the rows are walked twice (add, search) in chunks of 256 (300 rounded down to batches);
-    # the other calls are the recall sample (1000) and IVF's training sample (64 per list)
-    walks = [c for c in calls if c not in (1000, 64 * 16)]
-    assert max(walks) == 256 and sum(walks) == 2 * x.shape[0]
+    # the rows are walked twice (add, search) in chunks of 256 (300 rounded down to
+    # batches); IVF also computes its recall sample (1000) and training sample (64 per
+    # list), at most 300 rows a call
+    samples = 1000 + 64 * 16 if index == "ivf" else 0
+    assert max(calls) <= 300 and sum(calls) == 2 * x.shape[0] + samples
 
 
 def test_knn_of_computed_rows_query_block():
