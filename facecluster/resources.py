@@ -31,13 +31,13 @@ GPU_FLOPS = 5e12
 
 def knn_visits(n: int, index: str, params: dict | None = None) -> float:
     """Vectors one query's distance is computed to: N for exact search; IVF's nlist
-    centroids plus the nprobe lists it scans (nprobe 32 assumed where a recall target
-    picks it: what recall 0.9 at k 80 took at 5.21M synthetic items); HNSW's 2M links of
-    about ef_search + ef_construction visited nodes (search and build)."""
+    centroids plus the nprobe lists it scans (default 16, also where a recall target picks
+    it: recall 0.9 at k 80 took nprobe 8 at 582K and 16 at 5.22M synthetic items); HNSW's
+    2M links of about ef_search + ef_construction visited nodes (search and build)."""
     params = params or {}
     if index == "ivf":
         nlist = params.get("nlist") or max(1, min(65536, 4 * round(math.sqrt(n))))
-        nprobe = params.get("nprobe") or (32 if params.get("recall_target") else 16)
+        nprobe = params.get("nprobe") or 16
         return nlist + min(nprobe, nlist) * n / nlist
     if index == "hnsw":
         m = params.get("M", 32)
@@ -59,8 +59,9 @@ def knn_cost(
     """Building one split's kNN graph with the backend ``index``/``params``.
 
     Memory: the features, the index' copy of them (half of it with ``storage`` float16;
-    HNSW adds 2M int32 links per vector) and faiss' result buffers with the written
-    (nbrs, sims), 16 bytes per edge. Time: 2·D flops per distance to :func:`knn_visits`
+    HNSW adds 2M int32 links per vector), the graph (nbrs, sims: 8 bytes per edge) and one
+    batch of faiss' results (measured: 15.2 GB at part9 of synth_full, IVF, k 80, where
+    this says 14.0 GB). Time: 2·D flops per distance to :func:`knn_visits`
     vectors per query (IVF's training adds 10 k-means iterations over
     min(N, 64·nlist) rows), at :data:`CPU_FLOPS_PER_THREAD` per thread.
     """
@@ -74,7 +75,8 @@ def knn_cost(
         nlist = params.get("nlist") or max(1, min(65536, 4 * round(math.sqrt(n))))
         flops += 2.0 * min(n, params.get("train_per_list", 64) * nlist) * nlist * dim * 10
     seconds = flops / (GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * max(1, threads))
-    return Cost(n * (4 * dim + index_bytes + 16 * k), seconds)
+    batch = min(n, params.get("batch_size", 16384)) * k * 16
+    return Cost(n * (4 * dim + index_bytes + 8 * k) + batch, seconds)
 
 
 def mem_mb(cost: Cost, attempt: int = 1, *, base_mb: int = 1000) -> int:
