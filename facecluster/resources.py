@@ -58,8 +58,9 @@ def knn_cost(
 ) -> Cost:
     """Building one split's kNN graph with the backend ``index``/``params``.
 
-    Memory: the features, the index' copy of them (half of it with ``storage`` float16;
-    HNSW adds 2M int32 links per vector), the graph (nbrs, sims: 8 bytes per edge) and one
+    Memory (host): the features, the index' copy of them (half of it with ``storage``
+    float16; HNSW adds 2M int32 links per vector; on a GPU a flat or IVF index holds it in
+    device memory), the graph (nbrs, sims: 8 bytes per edge) and one
     batch of faiss' results (measured: 15.2 GB at part9 of synth_full, IVF, k 80, where
     this says 14.0 GB). Time: 2·D flops per distance to :func:`knn_visits`
     vectors per query (IVF's training adds 10 k-means iterations over
@@ -70,6 +71,8 @@ def knn_cost(
     index_bytes = (2 if storage == "float16" else 4) * dim
     if index == "hnsw":
         index_bytes += 8 * params.get("M", 32)
+    elif gpu:  # faiss-gpu's flat and IVF indexes hold the vectors in device memory
+        index_bytes = 0
     flops = 2.0 * n * dim * knn_visits(n, index, params)
     if index == "ivf":
         nlist = params.get("nlist") or max(1, min(65536, 4 * round(math.sqrt(n))))

@@ -107,3 +107,11 @@ def test_estimate_sees_the_true_number_of_clusters():
     given = spec.cost(50_000, 256, 1, params={"n_clusters": 700}, **kw)
     assumed = spec.cost(50_000, 256, 1, params={"n_clusters": "true"}, **kw)
     assert true == given and assumed != given
+
+
+def test_knn_cost_on_a_gpu_keeps_the_index_off_the_host():
+    cpu = resources.knn_cost(1_000_000, 256, 80, index="flat", gpu=False, threads=2)
+    gpu = resources.knn_cost(1_000_000, 256, 80, index="flat", gpu=True, threads=2)
+    assert cpu.memory_bytes - gpu.memory_bytes == 1_000_000 * 4 * 256
+    hnsw = [resources.knn_cost(1000, 256, 80, index="hnsw", gpu=g, threads=2) for g in (0, 1)]
+    assert hnsw[0].memory_bytes == hnsw[1].memory_bytes  # faiss HNSW is CPU-only
