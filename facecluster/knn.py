@@ -46,9 +46,9 @@ INDEXES = ("flat", "ivf", "hnsw")
 STORAGES = ("float32", "float16")
 
 #: IVF trains its coarse quantizer on min(N, TRAIN_PER_LIST * nlist) sampled rows: within
-#: faiss' advice (39 to 256 points per centroid), and sized by N, since nlist is: at 5.21M
-#: items (nlist 9,130) 584K rows train in minutes on 2 cores where 256 per list (all 2.3M)
-#: took four times as long for the same recall
+#: faiss' advice (39 to 256 points per centroid), and sized by N, since nlist is: at 5.22M
+#: items (nlist 9,140) 585K rows, where 256 per list would be 2.3M and k-means' cost is
+#: linear in its sample (recall 0.904 at nprobe 16, k 80, measured)
 TRAIN_PER_LIST = 64
 
 
