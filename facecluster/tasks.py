@@ -104,7 +104,16 @@ def setup_logging(log_path: str | None = None) -> None:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux ``ru_maxrss`` is KiB)."""
+    """Peak resident memory of this program so far, in MiB: Linux' ``VmHWM``, which starts
+    afresh at ``exec`` (``ru_maxrss`` keeps the high-water mark of the process that forked
+    it: Snakemake's, or a benchmark driver's), else ``ru_maxrss`` (KiB)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
