@@ -22,7 +22,8 @@ The model is GCN-V (hidden 512) trained once on the smallest size (``--epochs``)
 cost does not depend on its weights. Then, per stage, the log-log slope of time fitted over
 the sizes measured and the time extrapolated along it from the largest size to 5.21M
 items, and the peak memory along a line fitted to (N, peak) (memory is linear in N; the
-interpreter and libraries are its intercept). Not a test: ``python benchmarks/scale.py``
+interpreter, libraries and one chunk of inference are its intercept; fitted above a
+chunk's 262,144 rows where two sizes are). Not a test: ``python benchmarks/scale.py``
 (50K, 150K, 500K, 1.5M: about an hour on 2 cores), ``--sizes 20000 60000`` for a quick
 look.
 """
@@ -43,6 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PART9 = 5_210_000
+#: rows of one chunk of GCN-V inference (facecluster.nn.gcnv.CHUNK_ROWS): below it a
+#: chunk's temporaries grow with N, above it they are constant
+CHUNK_ROWS = 262144
 #: items the default generator draws per unit of scale (58K at the default 0.01)
 ITEMS_PER_SCALE = 5.8e6
 STAGES = ["knn_exact", "knn_ivf", "graph", "inference", "gcn_feat_knn", "linking", "evaluation"]
@@ -166,6 +170,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the measurements here")
+    ap.add_argument("--add", nargs="*", default=[], help="earlier --json files to fit with")
     args = ap.parse_args(argv)
 
     rows = []  # (n, stage, seconds, peak_mb, extra)
@@ -195,6 +200,9 @@ def main(argv=None) -> None:
             for f in work.glob("*.np*"):
                 f.unlink()
 
+    for path in args.add:
+        rows += [tuple(r) for r in json.loads(Path(path).read_text())["rows"]]
+    rows.sort(key=lambda r: r[0])
     print(
         f"\nat {PART9:,} items: time along the log-log slope from the largest N; memory along "
         "a line fitted to (N, peak), its slope in bytes per item"
@@ -207,7 +215,11 @@ def main(argv=None) -> None:
             continue
         ns, secs, mems = zip(*pts, strict=True)
         st = slope(ns, secs)
-        per_item, base = np.polyfit(ns, np.asarray(mems) * 2**20, 1)
+        # memory is linear in N once a chunk of inference is full (N >= CHUNK_ROWS): fit
+        # the sizes above it where there are two, else all
+        big = [i for i, n in enumerate(ns) if n >= CHUNK_ROWS]
+        fit = big if len(big) >= 2 else list(range(len(ns)))
+        per_item, base = np.polyfit(np.asarray(ns)[fit], np.asarray(mems)[fit] * 2**20, 1)
         t9 = secs[-1] * (PART9 / ns[-1]) ** st
         m9 = (base + per_item * PART9) / 2**20
         fits[stage] = {"slope_time": st, "bytes_per_item": per_item, "part9_seconds": t9,

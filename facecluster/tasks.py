@@ -517,10 +517,10 @@ def train(
 
     ``method_cfg`` is the method's settings on the dataset (``config.method_config``); the
     model depends only on its training (family, k, kNN backend, ``train`` block, split), so
-    every variant that shares those shares the file. The file records what applying it
-    needs (family, feature dim, k, kNN backend, the variant's params) and where it was
-    trained (``dataset``, ``split``), so that a dataset that takes it from elsewhere is
-    checked against it.
+    every variant that shares those shares the file (the workflow gives it no clustering
+    ``params``). The file records what applying it needs (family, feature dim, k, kNN
+    backend, normalisation) and where it was trained (``dataset``, ``split``), so that a
+    dataset that takes it from elsewhere is checked against it.
     """
     family = get_family(method_cfg["family"])
     if not family.SPEC.supervised:
@@ -548,7 +548,6 @@ def train(
     model["applied_with"] = json.dumps(
         {
             "knn_backend": method_cfg["knn_backend"],
-            "params": method_cfg.get("params", {}),
             "normalise": "centre" if centre else "l2",
             "dataset": dataset,
             "split": split,

@@ -291,6 +291,22 @@ def is_supervised(method):
     return spec_of(method).supervised
 
 
+def train_cfg(dataset, method):
+    """What a training job is given of the method's settings: all but its clustering
+    ``params`` and ``limits``, so that a new clustering parameter (or limit) of a variant
+    never reruns the training of the model it shares (Snakemake's params trigger)."""
+    return {
+        n: v for n, v in mcfg(dataset, method).items() if n not in ("params", "limits")
+    }
+
+
+def train_backends(dataset, method):
+    """The one kNN backend a training job searches with, without ``block_rows`` (how the
+    search is sharded), so that a backend added to the config reruns no training."""
+    name = mcfg(dataset, method)["knn_backend"]
+    return {name: {n: v for n, v in BACKENDS[name].items() if n != "block_rows"}}
+
+
 def model_name(dataset, method):
     """A trained model is keyed by its training, not by the variant: the family, k, kNN
     backend, ``train`` block, train split and extra inputs (committee, proposal sets,

@@ -34,7 +34,7 @@ rule train:
         gpu=lambda wc: int(spec_of(model_method(wc.dataset, wc.model)).gpu),
     params:
         method=lambda wc: model_method(wc.dataset, wc.model),
-        method_cfg=lambda wc: mcfg(wc.dataset, model_method(wc.dataset, wc.model)),
+        method_cfg=lambda wc: train_cfg(wc.dataset, model_method(wc.dataset, wc.model)),
         split=lambda wc: train_split(wc.dataset),
         extra=lambda wc: extra_files(
             wc.dataset,
@@ -42,7 +42,9 @@ rule train:
             model_method(wc.dataset, wc.model),
             train=True,
         ),
-        backends=BACKENDS,
+        backends=lambda wc: train_backends(
+            wc.dataset, model_method(wc.dataset, wc.model)
+        ),
         dim=lambda wc: DATASETS[wc.dataset]["dim"],
         seed=config["seed"],
         device=config["device"],
