@@ -43,10 +43,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from facecluster.methods.gcnv import CHUNK_ROWS  # noqa: E402
+
 PART9 = 5_210_000
-#: rows of one chunk of GCN-V inference (facecluster.nn.gcnv.CHUNK_ROWS): below it a
-#: chunk's temporaries grow with N, above it they are constant
-CHUNK_ROWS = 262144
 #: items the default generator draws per unit of scale (58K at the default 0.01)
 ITEMS_PER_SCALE = 5.8e6
 STAGES = ["knn_exact", "knn_ivf", "graph", "inference", "gcn_feat_knn", "linking", "evaluation"]
@@ -93,7 +92,6 @@ def _stage(name: str, work: str, args: dict, queue) -> None:
         t0 = time.perf_counter()
         if name == "graph":
             from facecluster.graph import adjacency_rows
-            from facecluster.nn.gcnv import CHUNK_ROWS
 
             for start in range(0, knn.n, CHUNK_ROWS):
                 adjacency_rows(knn, np.arange(start, min(knn.n, start + CHUNK_ROWS)))

@@ -160,6 +160,14 @@ def _fitting_dims(values: int) -> str:
     return "dims that fit: " + ", ".join(fits) if fits else "no common dim fits it"
 
 
+def _npy_header(fh) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the ``.npy`` stream ``fh``, left at its data."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    return np.lib.format.read_array_header_2_0(fh)
+
+
 def inspect_features(path: str | os.PathLike, dim: int | None = None) -> FeatureFile:
     """Shape and dtype of a feature file from its ``.npy`` header, or for a ``.bin`` from its
     size and ``dim``; reads no values.
@@ -181,13 +189,7 @@ def inspect_features(path: str | os.PathLike, dim: int | None = None) -> Feature
     if path.suffix == ".npy":
         try:
             with open(path, "rb") as fh:
-                version = np.lib.format.read_magic(fh)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, fortran, dtype = read_header(fh)
+                shape, fortran, dtype = _npy_header(fh)
                 offset = fh.tell()
         except (ValueError, OSError, SyntaxError) as exc:
             raise InputError(f"{path}: not a readable .npy file ({exc})") from exc
@@ -478,13 +480,7 @@ def _read_columns(npz, name: str, k: int | None, path: Path) -> np.ndarray:
     the result plus one block, not the whole member (a k=257 graph shared by several
     methods is 10.7 GB at 5.21M items; GCN-V reads its first 80 columns)."""
     with npz.zip.open(f"{name}.npy") as fh:
-        version = np.lib.format.read_magic(fh)
-        read_header = (
-            np.lib.format.read_array_header_1_0
-            if version == (1, 0)
-            else np.lib.format.read_array_header_2_0
-        )
-        shape, fortran, dtype = read_header(fh)
+        shape, fortran, dtype = _npy_header(fh)
         if len(shape) != 2 or fortran or dtype.hasobject:
             return npz[name] if k is None else npz[name][:, :k]
         n, width = shape

@@ -28,6 +28,7 @@ __all__ = [
     "STORAGES",
     "TRAIN_PER_LIST",
     "ComputedRows",
+    "default_nlist",
     "build_knn",
     "build_knn_from_spec",
     "gpu_available",
@@ -50,6 +51,11 @@ STORAGES = ("float32", "float16")
 #: items (nlist 9,140) 585K rows, where 256 per list would be 2.3M and k-means' cost is
 #: linear in its sample (recall 0.904 at nprobe 16, k 80, measured)
 TRAIN_PER_LIST = 64
+
+
+def default_nlist(n: int) -> int:
+    """IVF's lists for N items when the backend sets none: 4·sqrt(N), within [1, 65536]."""
+    return max(1, min(65536, 4 * round(math.sqrt(n))))
 
 
 @dataclass
@@ -144,7 +150,7 @@ def _make_index(features, index: str, params: dict, seed: int, use_gpu: bool, st
         idx = faiss.IndexScalarQuantizer(d, fp16, ip) if half else faiss.IndexFlatIP(d)
         use_gpu = use_gpu and not half  # faiss-gpu's flat index has no fp16 quantizer form
     elif index == "ivf":
-        nlist = int(params.get("nlist") or max(1, min(65536, 4 * round(math.sqrt(n)))))
+        nlist = int(params.get("nlist") or default_nlist(n))
         nlist = min(nlist, n)
         quantizer = faiss.IndexFlatIP(d)
         if half:

@@ -8,8 +8,7 @@ memory"), instead of exhausting the node.
 
 from __future__ import annotations
 
-import math
-
+from .knn import default_nlist
 from .methods import Cost
 
 __all__ = [
@@ -36,7 +35,7 @@ def knn_visits(n: int, index: str, params: dict | None = None) -> float:
     2M links of about ef_search + ef_construction visited nodes (search and build)."""
     params = params or {}
     if index == "ivf":
-        nlist = params.get("nlist") or max(1, min(65536, 4 * round(math.sqrt(n))))
+        nlist = params.get("nlist") or default_nlist(n)
         nprobe = params.get("nprobe") or 16
         return nlist + min(nprobe, nlist) * n / nlist
     if index == "hnsw":
@@ -75,7 +74,7 @@ def knn_cost(
         index_bytes = 0
     flops = 2.0 * n * dim * knn_visits(n, index, params)
     if index == "ivf":
-        nlist = params.get("nlist") or max(1, min(65536, 4 * round(math.sqrt(n))))
+        nlist = params.get("nlist") or default_nlist(n)
         flops += 2.0 * min(n, params.get("train_per_list", 64) * nlist) * nlist * dim * 10
     seconds = flops / (GPU_FLOPS if gpu else CPU_FLOPS_PER_THREAD * max(1, threads))
     batch = min(n, params.get("batch_size", 16384)) * k * 16

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..graph import adjacency_rows, symmetric_normalized_adjacency
 from ..io import Knn
-from ..methods.gcnv import s_nbr_confidence
+from ..methods.gcnv import CHUNK_ROWS, s_nbr_confidence
 from . import GraphConv, checkpoint, milestone_steps, resolve_device, seed_everything, to_torch_csr
 from .zoo import HEAD_NAMES, graphconv_names, graphconv_sizes, load_checkpoint, remap
 
@@ -33,11 +33,6 @@ __all__ = [
     "predict",
     "load_pretrained",
 ]
-
-#: rows whose A·X and GCN outputs are computed at once in inference: at k 80, D 256 and
-#: hidden 512, about 2.5 GB of temporaries, whatever N (methods.gcnv.estimate; the same
-#: number as methods.gcnv.CHUNK_ROWS, which cannot import torch)
-CHUNK_ROWS = 262144
 
 
 class GCNV(nn.Module):
